@@ -1,0 +1,261 @@
+"""Score priors and the transforms that compose them.
+
+A ``ScorePrior`` is an immutable pytree holding a score function ``s(x, sigma)`` (and, where
+one exists, the log density of the smoothed law) together with its parameters. Transforms
+wrap a prior into a new one, the optax way:
+
+- ``exact(data)``: the exact score of a data law on a known manifold (SCIENCE.md sec. 6);
+- ``tempered(prior, alpha)``: the maximum-entropy prior ``sigma^alpha * s`` (sec. 3);
+- ``with_error(prior, error, size, beta)``: ``s + size * sigma^beta * e(x)`` (sec. 5).
+
+Parameters (``alpha``, ``size``, ``kappa`` ...) are pytree leaves and the functions are
+module-level, so sweeping a parameter under ``jit``/``vmap`` never retraces.
+
+Example:
+    >>> import bip
+    >>> circle = bip.manifolds.Circle()
+    >>> data = bip.manifolds.VonMises(circle, kappa=4.0, loc=3.141592653589793)
+    >>> prior = bip.priors.exact(data)           # prior.score(x, sigma): (..., 2) -> (..., 2)
+    >>> maxent = bip.priors.tempered(prior, alpha=1.0)
+    >>> maxent.score(jnp.array([0.0, 1.1]), 0.1).shape
+    (2,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from bip import _checks
+
+Array = jax.Array
+
+PROCESSES = ("ve", "vp")
+
+
+@struct.dataclass
+class ScorePrior:
+    """A score prior ``s(x, sigma) ~ grad_x log p_sigma(x)`` on events of shape ``event_shape``.
+
+    Attributes:
+        score_fn: ``score_fn(params, x, sigma) -> (..., *event_shape)``; ``sigma`` arrives as
+            an array broadcastable to the batch shape ``x.shape[:-len(event_shape)]``.
+        params: pytree of parameters (arrays, laws, other priors).
+        event_shape: shape of one point, ``(d,)`` for points, ``(h, w)`` for images.
+        logdensity_fn: ``logdensity_fn(params, x, sigma) -> (...)``, the log density of the
+            law whose score this is (up to an additive constant), or ``None`` if the prior is
+            score-only (learned nets, non-conservative errors).
+        manifold: the data manifold when known (metrics use it), else ``None``.
+        name: a short human-readable description.
+    """
+
+    score_fn: Callable = struct.field(pytree_node=False)
+    params: Any
+    event_shape: tuple[int, ...] = struct.field(pytree_node=False)
+    logdensity_fn: Callable | None = struct.field(pytree_node=False, default=None)
+    manifold: Any = None
+    name: str = struct.field(pytree_node=False, default="prior")
+
+    def _prepare(self, x, sigma):
+        _checks.event_shape("x", x, self.event_shape)
+        _checks.positive("sigma", sigma)
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.result_type(float))
+        sigma = jnp.asarray(sigma, dtype=x.dtype)
+        return x, sigma
+
+    @property
+    def has_logdensity(self) -> bool:
+        return self.logdensity_fn is not None
+
+    def score(self, x: Array, sigma: Array | float) -> Array:
+        """Score at ``x`` ``(..., *event_shape)`` and noise level ``sigma > 0``; same shape as x."""
+        x, sigma = self._prepare(x, sigma)
+        return self.score_fn(self.params, x, sigma)
+
+    def logdensity(self, x: Array, sigma: Array | float) -> Array:
+        """Log density ``(...)`` of the smoothed law at ``x`` (up to a constant in x)."""
+        if self.logdensity_fn is None:
+            raise ValueError(
+                f"prior {self.name!r} is score-only: it has no log density "
+                "(use an unadjusted sampler such as bip.samplers.ula)"
+            )
+        x, sigma = self._prepare(x, sigma)
+        return self.logdensity_fn(self.params, x, sigma)
+
+
+# --------------------------------------------------------------------------- exact priors
+
+
+def _gamma(process: str, sigma):
+    if process == "ve":
+        return jnp.ones_like(sigma)
+    return jnp.sqrt(jnp.clip(1 - sigma**2, 0.0, 1.0))
+
+
+@struct.dataclass
+class _ExactParams:
+    data: Any
+    process: str = struct.field(pytree_node=False, default="ve")
+
+
+def _exact_score(params: _ExactParams, x, sigma):
+    sigma = jnp.broadcast_to(sigma, x.shape[:-1])
+    return params.data.smoothed(x, sigma, _gamma(params.process, sigma))[1]
+
+
+def _exact_logdensity(params: _ExactParams, x, sigma):
+    sigma = jnp.broadcast_to(sigma, x.shape[:-1])
+    return params.data.smoothed(x, sigma, _gamma(params.process, sigma))[0]
+
+
+def exact(data, process: str = "ve") -> ScorePrior:
+    """The exact score prior of a data law on a known manifold.
+
+    Args:
+        data: a law from ``bip.manifolds`` (``VonMises``, ``VonMisesFisher``, ``Uniform``).
+        process: ``"ve"`` (variance exploding, ``x = Phi(u) + sigma z``) or ``"vp"``
+            (variance preserving, ``x = sqrt(1 - sigma^2) Phi(u) + sigma z``, needs sigma < 1).
+
+    Returns:
+        A ``ScorePrior`` with both ``score`` and a normalised ``logdensity``.
+
+    Example:
+        >>> circle = bip.manifolds.Circle()
+        >>> prior = bip.priors.exact(bip.manifolds.Uniform(circle))
+        >>> prior.score(jnp.array([2.0, 0.0]), 1.0)   # pulls back toward the circle
+    """
+    if process not in PROCESSES:
+        raise ValueError(f"process must be one of {PROCESSES}, got {process!r}")
+    if not hasattr(data, "smoothed"):
+        raise TypeError(
+            f"exact() needs a data law from bip.manifolds, got {type(data).__name__}"
+        )
+    return ScorePrior(
+        score_fn=_exact_score,
+        params=_ExactParams(data=data, process=process),
+        event_shape=tuple(data.event_shape),
+        logdensity_fn=_exact_logdensity,
+        manifold=data.manifold,
+        name=f"exact({type(data).__name__}, {process})",
+    )
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def _expand(sigma, x, event_ndim: int):
+    """Give ``sigma`` trailing singleton axes so it broadcasts against ``x``'s event axes."""
+    sigma = jnp.asarray(sigma)
+    batch_ndim = x.ndim - event_ndim
+    sigma = jnp.broadcast_to(sigma, x.shape[:batch_ndim]) if sigma.ndim else sigma
+    return sigma.reshape(sigma.shape + (1,) * event_ndim) if sigma.ndim else sigma
+
+
+@struct.dataclass
+class _TemperedParams:
+    base: ScorePrior
+    alpha: Array
+
+
+def _tempered_score(params: _TemperedParams, x, sigma):
+    k = len(params.base.event_shape)
+    return _expand(sigma, x, k) ** params.alpha * params.base.score_fn(params.base.params, x, sigma)
+
+
+def _tempered_logdensity(params: _TemperedParams, x, sigma):
+    return sigma**params.alpha * params.base.logdensity_fn(params.base.params, x, sigma)
+
+
+def tempered(prior: ScorePrior, alpha: float | Array) -> ScorePrior:
+    """The maximum-entropy prior: the score ``sigma^alpha * s(x, sigma)``, ``0 <= alpha < 2``.
+
+    Its Langevin stationary law is ``p_sigma^(sigma^alpha)``, which tends to the uniform law on
+    the manifold as ``sigma -> 0`` and tolerates score errors of size ``o(sigma^-alpha)``
+    (SCIENCE.md section 3). ``alpha = 0`` returns a prior equal to ``prior``.
+
+    Example:
+        >>> maxent = bip.priors.tempered(prior, alpha=1.0)
+    """
+    _checks.alpha(alpha)
+    alpha = jnp.asarray(alpha, dtype=jnp.result_type(float))
+    return ScorePrior(
+        score_fn=_tempered_score,
+        params=_TemperedParams(base=prior, alpha=alpha),
+        event_shape=prior.event_shape,
+        logdensity_fn=_tempered_logdensity if prior.has_logdensity else None,
+        manifold=prior.manifold,
+        name=f"tempered({prior.name})",
+    )
+
+
+@struct.dataclass
+class _ErrorParams:
+    base: ScorePrior
+    error: Any
+    size: Array
+    beta: Array
+
+
+def _error_scale(params: _ErrorParams, sigma):
+    return params.size * sigma**params.beta
+
+
+def _with_error_score(params: _ErrorParams, x, sigma):
+    k = len(params.base.event_shape)
+    scale = _error_scale(params, _expand(sigma, x, k))
+    return params.base.score_fn(params.base.params, x, sigma) + scale * params.error.field(x)
+
+
+def _with_error_logdensity(params: _ErrorParams, x, sigma):
+    base = params.base.logdensity_fn(params.base.params, x, sigma)
+    return base + _error_scale(params, sigma) * params.error.potential(x)
+
+
+def with_error(
+    prior: ScorePrior, error, size: float | Array, beta: float | Array = 0.0
+) -> ScorePrior:
+    """The prior with an injected score error: ``s(x, sigma) + size * sigma^beta * e(x)``.
+
+    Args:
+        prior: any score prior.
+        error: a field from ``bip.errors`` (conservative, rotational or random Fourier).
+        size: error size ``eps >= 0`` (``size = 0`` gives the unchanged score).
+        beta: exponent of the sigma scaling; ``beta = 0`` is a constant-size error.
+
+    The result keeps a log density when both the prior and the error have one (a
+    conservative error ``e = grad g`` adds ``size * sigma^beta * g``).
+
+    Example:
+        >>> err = bip.errors.angular_cosine(frequency=2)
+        >>> corrupted = bip.priors.with_error(prior, err, size=0.5)
+    """
+    _checks.nonnegative("size", size)
+    _checks.finite("beta", beta)
+    error_shape = getattr(error, "event_shape", None)
+    if error_shape is not None and tuple(error_shape) != tuple(prior.event_shape):
+        raise ValueError(
+            f"error acts on events of shape {tuple(error_shape)} but the prior's event shape "
+            f"is {tuple(prior.event_shape)}"
+        )
+    dtype = jnp.result_type(float)
+    conservative = prior.has_logdensity and getattr(error, "conservative", False)
+    return ScorePrior(
+        score_fn=_with_error_score,
+        params=_ErrorParams(
+            base=prior,
+            error=error,
+            size=jnp.asarray(size, dtype=dtype),
+            beta=jnp.asarray(beta, dtype=dtype),
+        ),
+        event_shape=prior.event_shape,
+        logdensity_fn=_with_error_logdensity if conservative else None,
+        manifold=prior.manifold,
+        name=f"with_error({prior.name}, {getattr(error, 'name', type(error).__name__)})",
+    )
+
