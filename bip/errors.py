@@ -104,11 +104,11 @@ def gradient(potential: Callable[[Array], Array], name: str = "gradient") -> Sco
 
 
 def _quartic_potential(center, x):
-    return -0.5 * jnp.sum((x - center) ** 2, axis=-1) ** 2
+    return -0.5 * jnp.sum((x - jnp.broadcast_to(center, x.shape)) ** 2, axis=-1) ** 2
 
 
 def _quartic_field(center, x):
-    diff = x - center
+    diff = x - jnp.broadcast_to(center, x.shape)
     return -2.0 * jnp.sum(diff**2, axis=-1, keepdims=True) * diff
 
 
@@ -164,7 +164,7 @@ def angular_cosine(frequency: float = 2.0, phase: float = 0.0) -> ScoreError:
 
 
 def _rotational_field(center, x):
-    shifted = x[..., :2] - center
+    shifted = x[..., :2] - jnp.broadcast_to(center, x.shape[:-1] + (2,))
     plane = jnp.stack([-shifted[..., 1], shifted[..., 0]], axis=-1)
     return jnp.concatenate([plane, jnp.zeros_like(x[..., 2:])], axis=-1)
 
@@ -192,7 +192,8 @@ class _FourierParams:
 def _fourier_phase(params: _FourierParams, x):
     batch = x.shape[: x.ndim - len(params.event_shape)]
     flat = x.reshape(batch + (-1,))
-    return flat @ params.frequencies.T + params.phases, batch  # (..., F)
+    phase = flat @ params.frequencies.T
+    return phase + jnp.broadcast_to(params.phases, phase.shape), batch  # (..., F)
 
 
 def _fourier_field(params: _FourierParams, x):
@@ -207,7 +208,7 @@ def _fourier_potential(params: _FourierParams, x):
 
 def _fourier_gradient(params: _FourierParams, x):
     phase, batch = _fourier_phase(params, x)
-    weights = -params.lengthscale * jnp.sin(phase) * params.amplitudes  # (..., F)
+    weights = -params.lengthscale * jnp.sin(phase) * jnp.broadcast_to(params.amplitudes, phase.shape)
     return (weights @ params.frequencies).reshape(batch + params.event_shape)
 
 

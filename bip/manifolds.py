@@ -111,7 +111,8 @@ class Ellipse:
         """Chart parameter ``t`` in ``(-pi, pi]`` of the nearest point: ``(..., 2) -> (...)``."""
         _checks.event_shape("x", x, (2,))
         grid = jnp.linspace(-jnp.pi, jnp.pi, 64, endpoint=False)
-        d2 = jnp.sum((x[..., None, :] - self.chart(grid)) ** 2, axis=-1)
+        nodes = jnp.broadcast_to(self.chart(grid), x.shape[:-1] + (64, 2))
+        d2 = jnp.sum((x[..., None, :] - nodes) ** 2, axis=-1)
         t = grid[jnp.argmin(d2, axis=-1)]
         for _ in range(8):  # Newton on f(t) = <Phi'(t), Phi(t) - x>, curvature clamped > 0
             diff = self.chart(t) - x
@@ -227,7 +228,7 @@ def _vmf_smoothed(x, sigma, gamma, radius, kappa, mean_direction):
     nu = d / 2 - 1
     s2 = (sigma**2)[..., None]
     scale = (gamma * radius)[..., None]
-    v = scale * x / s2 + kappa * mean_direction
+    v = scale * x / s2 + jnp.broadcast_to(kappa * mean_direction, x.shape)
     z = jnp.linalg.norm(v, axis=-1)
     zs = jnp.maximum(z, 1e-30)
 
@@ -264,7 +265,7 @@ def _curve_smoothed(chart, log_weight, x, sigma, gamma, num_nodes):
     s2 = sigma**2
     shifted = gamma[..., None, None] * points  # (..., N, 2)
     d2 = jnp.sum((x[..., None, :] - shifted) ** 2, axis=-1)  # (..., N)
-    logits = log_w - d2 / (2 * s2[..., None])
+    logits = jnp.broadcast_to(log_w, d2.shape) - d2 / (2 * s2[..., None])
     logp = logsumexp(logits, axis=-1) - jnp.log(2 * jnp.pi * s2)
     weights = jax.nn.softmax(logits, axis=-1)
     mean = jnp.einsum("...n,nd->...d", weights, points)

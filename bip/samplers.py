@@ -432,6 +432,7 @@ def reverse_diffusion(
         raise ValueError("sigmas must be strictly decreasing")
     event = tuple(prior.event_shape)
     kernel = build_kernel()
+    init_key, level_key = jax.random.split(rng_key)
 
     def corrector(key, x, sigma):
         h = corrector_c * sigma ** (2.0 - corrector_alpha)
@@ -452,7 +453,7 @@ def reverse_diffusion(
         x, ok, diverged_at = carry
         ok_before = ok
         index, sigma, sigma_next = inputs
-        k_corr, k_pred = jax.random.split(jax.random.fold_in(rng_key, index))
+        k_corr, k_pred = jax.random.split(jax.random.fold_in(level_key, index))
         if corrector_steps:
             body, state = corrector(k_corr, x, sigma)
             state, ok = jax.lax.fori_loop(0, corrector_steps, body, (state, ok))
@@ -466,9 +467,7 @@ def reverse_diffusion(
 
     @jax.jit
     def loop(sigmas):
-        x0 = sigmas[0] * jax.random.normal(
-            jax.random.fold_in(rng_key, -1), (num_chains,) + event, sigmas.dtype
-        )
+        x0 = sigmas[0] * jax.random.normal(init_key, (num_chains,) + event, sigmas.dtype)
         carry = (x0, jnp.ones(num_chains, bool), jnp.full(num_chains, -1))
         levels = (jnp.arange(sigmas.shape[0] - 1), sigmas[:-1], sigmas[1:])
         carry, _ = jax.lax.scan(level, carry, levels)
