@@ -263,14 +263,14 @@ def _curve_smoothed(chart, log_weight, x, sigma, gamma, num_nodes):
     points = chart(t)  # (N, 2)
     log_w = log_weight(t) + math.log(2 * math.pi / num_nodes)
     s2 = sigma**2
-    shifted = gamma[..., None, None] * points  # (..., N, 2)
+    shifted = gamma[..., None, None] * jnp.broadcast_to(points, x.shape[:-1] + points.shape)
     d2 = jnp.sum((x[..., None, :] - shifted) ** 2, axis=-1)  # (..., N)
     logits = jnp.broadcast_to(log_w, d2.shape) - d2 / (2 * s2[..., None])
     logp = logsumexp(logits, axis=-1) - jnp.log(2 * jnp.pi * s2)
     weights = jax.nn.softmax(logits, axis=-1)
     mean = jnp.einsum("...n,nd->...d", weights, points)
     score = (gamma[..., None] * mean - x) / s2[..., None]
-    return logp, score
+    return logp, score.astype(x.dtype)
 
 
 # --------------------------------------------------------------------------- data laws

@@ -910,7 +910,14 @@ def filtered_back_projection(
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
     sinogram = sinogram.astype(dtype)
-    return _map_events(lambda s: _fbp_single(params.angles, s, filter), sinogram, 2)
+    batch = sinogram.shape[:-2]
+    single = partial(_fbp_single, params.angles, filter_name=filter)
+    if not batch:
+        return single(sinogram)
+    # lax.map, not vmap: XLA CPU runs the batched gather 5-10x slower than a loop of single
+    # ones (64 sinograms 64x16: 17 ms looped, 90 ms vmapped).
+    recon = jax.lax.map(single, sinogram.reshape((-1, n, num_angles)))
+    return recon.reshape(batch + (n, n))
 
 
 # --------------------------------------------------------------------------- masks, selections

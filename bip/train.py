@@ -395,7 +395,7 @@ class TrainResult:
 
 
 def _dsm_loss(graphdef, params, x0, sigma, z):
-    """EDM-weighted denoising score matching: ``mean |F - (sigma x0 - sd z) / (sd sqrt(T))|^2``.
+    """EDM-weighted denoising score matching: ``mean |F - (sigma x0 / sd - sd z) / sqrt(T)|^2``.
 
     With ``x = x0 + sigma z`` and ``T = sigma^2 + sd^2`` this is ``|D - x0|^2 / c_out^2`` for the
     denoiser ``D = c_skip x + c_out F``, written so that nothing cancels in float32.
@@ -405,7 +405,7 @@ def _dsm_loss(graphdef, params, x0, sigma, z):
     total = sigma**2 + sd**2
     x = x0 + sigma[:, None] * z
     f = model.body(x * jax.lax.rsqrt(total)[:, None], jnp.log(sigma))
-    target = (sigma[:, None] * x0 - sd * z) / (sd * jnp.sqrt(total))[:, None]
+    target = (sigma[:, None] * x0 / sd - sd * z) / jnp.sqrt(total)[:, None]
     return jnp.mean((f - target) ** 2)
 
 

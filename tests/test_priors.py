@@ -38,7 +38,7 @@ def test_circle_score_matches_quadrature(process, sigma):
     kappa, loc = 4.0, np.pi
     data = bip.manifolds.VonMises(bip.manifolds.Circle(), kappa=kappa, loc=loc)
     prior = bip.priors.exact(data, process=process)
-    theta = np.linspace(-np.pi, np.pi, 400_000, endpoint=False)
+    theta = np.linspace(-np.pi, np.pi, 100_000, endpoint=False)
     points = np.stack([np.cos(theta), np.sin(theta)], axis=-1)
     log_w = kappa * np.cos(theta - loc) + np.log(2 * np.pi / theta.size)
     log_w -= logsumexp(log_w)
@@ -108,7 +108,7 @@ def test_ellipse_score_matches_dense_quadrature(sigma):
     ellipse = bip.manifolds.Ellipse(1.0, 2.0)
     data = bip.manifolds.VonMises(ellipse, kappa=1.0, loc=0.3)
     prior = bip.priors.exact(data)
-    t = np.linspace(-np.pi, np.pi, 400_000, endpoint=False)
+    t = np.linspace(-np.pi, np.pi, 100_000, endpoint=False)
     points = np.stack([np.cos(t), 2 * np.sin(t)], -1)
     log_w = np.cos(t - 0.3) + np.log(2 * np.pi / t.size)
     log_w -= logsumexp(log_w)
