@@ -1,0 +1,145 @@
+"""Samplers: sampled laws against exact finite-sigma targets, Fig. 4, divergence reports."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bip
+
+SIGMA = 0.1
+CIRCLE = bip.manifolds.Circle()
+DATA = bip.manifolds.VonMises(CIRCLE, kappa=4.0, loc=np.pi)
+PRIOR = bip.priors.exact(DATA)
+
+
+def _angles(x):
+    return jnp.arctan2(x[..., 1], x[..., 0])
+
+
+@pytest.mark.parametrize("method", ["ula", "mala"])
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_sampled_angle_law_matches_exact_finite_sigma_target(method, alpha):
+    law = bip.targets.stationary_angular_law(PRIOR, SIGMA, alpha)
+    target = bip.priors.tempered(PRIOR, alpha)
+    h = bip.samplers.default_step_size(SIGMA, alpha)
+    if method == "ula":
+        algo = bip.samplers.ula(lambda x: target.score(x, SIGMA), h)
+    else:
+        algo = bip.samplers.mala(lambda x: target.logdensity(x, SIGMA), 3 * h)
+    x0 = DATA.sample(jax.random.key(1), (10_000,))
+    result = bip.samplers.run(jax.random.key(2), algo, x0, num_steps=2000, thin=500, observe=_angles)
+    assert not result.divergence.any
+    # 10^4 chains, histogram pooled over the last three draws (500 steps apart)
+    tv = bip.metrics.tv_to_law(result.samples[-3:], law)
+    assert tv < 0.03, f"TV {tv:.4f} to the exact target p_sigma^(sigma^alpha)"
+    if method == "mala":
+        assert float(jnp.mean(result.info_mean.acceptance_rate)) > 0.8
+
+
+def test_tempered_target_differs_from_untempered():
+    """The check above can fail: the alpha = 1 samples are far from the alpha = 0 target."""
+    law0 = bip.targets.stationary_angular_law(PRIOR, SIGMA, 0.0)
+    law1 = bip.targets.stationary_angular_law(PRIOR, SIGMA, 1.0)
+    assert bip.metrics.total_variation(law0.bin_probabilities(), law1.bin_probabilities()) > 0.3
+
+
+def test_fig4_reverse_diffusion_deviates_and_tempered_langevin_recovers_uniform():
+    corrupted = bip.priors.with_error(PRIOR, bip.errors.quartic_pull(), size=1.0)
+    p_data = bip.targets.from_log_density(DATA.chart_log_density)
+    uniform = bip.targets.from_log_density(lambda t: 0.0 * t)
+    sigmas = bip.samplers.geometric_sigmas(2.0, 0.01, 3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bip.samplers.DivergenceWarning)
+        diffused = bip.samplers.reverse_diffusion(jax.random.key(0), corrupted, 10_000, sigmas)
+    # the quartic error is stiff far out: a few chains from the N(0, 4) start may diverge,
+    # and they are reported (not returned as NaN)
+    assert diffused.divergence.indices.size < 20
+    healthy = diffused.positions[~diffused.diverged]
+    tv_rd = bip.metrics.tv_to_law(CIRCLE.coordinate(healthy), p_data)
+    assert tv_rd > 0.2
+    sigma = 0.01
+    ts1 = bip.priors.tempered(corrupted, 1.0)
+    algo = bip.samplers.ula(lambda x: ts1.score(x, sigma), bip.samplers.default_step_size(sigma, 1.0))
+    run = bip.samplers.run(
+        jax.random.key(1), algo, healthy, num_steps=4000, thin=4000, observe=_angles
+    )
+    tv_ts = bip.metrics.tv_to_law(run.samples[-1], uniform)
+    assert tv_ts < 0.06
+    # and the exact score's reverse diffusion does reach p_data
+    clean = bip.samplers.reverse_diffusion(jax.random.key(0), PRIOR, 10_000, sigmas)
+    assert bip.metrics.tv_to_law(CIRCLE.coordinate(clean.positions), p_data) < 0.04
+
+
+def test_predictor_corrector_with_tempered_corrector_runs_to_the_manifold():
+    sigmas = bip.samplers.geometric_sigmas(1.0, 0.05, 50)
+    out = bip.samplers.reverse_diffusion(
+        jax.random.key(3), PRIOR, 2000, sigmas, corrector_steps=5, corrector_alpha=1.0
+    )
+    # samples of the tempered corrector sit at distance ~ sigma^(1 - alpha/2) of the circle
+    assert bip.metrics.mean_distance(CIRCLE, out.positions) < 0.3
+
+
+def test_same_seed_same_result_and_thinning_shapes():
+    algo = bip.samplers.ula(lambda x: PRIOR.score(x, SIGMA), 1e-3)
+    x0 = DATA.sample(jax.random.key(1), (64,))
+    a = bip.samplers.run(jax.random.key(5), algo, x0, num_steps=100, thin=10, burn_in=5)
+    b = bip.samplers.run(jax.random.key(5), algo, x0, num_steps=100, thin=10, burn_in=5)
+    c = bip.samplers.run(jax.random.key(6), algo, x0, num_steps=100, thin=10, burn_in=5)
+    assert a.samples.shape == (10, 64, 2)
+    np.testing.assert_array_equal(a.samples, b.samples)
+    assert not np.allclose(a.samples, c.samples)
+    # the kernel is exactly x + h * drift + sqrt(2 h) z (BlackJAX sgld fed the full drift)
+    state = bip.samplers.init(x0[0])
+    key = jax.random.key(9)
+    new, info = bip.samplers.build_kernel()(key, state, lambda x: PRIOR.score(x, SIGMA), 1e-3)
+    z = jax.random.normal(key, (2,))
+    expected = x0[0] + 1e-3 * PRIOR.score(x0[0], SIGMA) + jnp.sqrt(2e-3) * z
+    np.testing.assert_allclose(new.position, expected, rtol=1e-12)
+
+
+def test_diverging_chains_are_reported_by_index_not_returned_as_nan():
+    # a well around 0 that repels beyond |x| = 10^(1/2): chains started far out explode
+    algo = bip.samplers.ula(lambda x: -x + 0.01 * x * jnp.sum(x**2) ** 2, 0.1)
+    x0 = jnp.array([[0.01, 0.0], [5.0, 0.0], [0.0, 0.02], [-4.0, 3.0]])
+    with pytest.warns(bip.samplers.DivergenceWarning, match="2 of 4 chains diverged: 1"):
+        result = bip.samplers.run(jax.random.key(0), algo, x0, num_steps=50, max_norm=1e6)
+    np.testing.assert_array_equal(np.asarray(result.diverged), [False, True, False, True])
+    assert np.all(np.isfinite(np.asarray(result.samples)))
+    assert np.all(np.asarray(result.diverged_at)[[1, 3]] >= 0)
+    assert result.healthy_samples.shape == (50, 2, 2)
+    assert "step size" in result.divergence.hint
+    with pytest.raises(bip.samplers.DivergenceError, match="diverged"):
+        bip.samplers.run(jax.random.key(0), algo, x0, num_steps=50, on_divergence="raise")
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: bip.samplers.ula(lambda x: x, float("nan")), "step_size must be finite"),
+        (lambda: bip.samplers.ula(lambda x: x, float("inf")), "step_size must be finite"),
+        (lambda: bip.samplers.ula(lambda x: x, 0.0), "step_size must be > 0"),
+        (lambda: bip.samplers.default_step_size(0.0, 1.0), "sigma must be > 0"),
+        (lambda: bip.samplers.default_step_size(0.1, 2.5), "alpha must lie in"),
+        (
+            lambda: bip.samplers.run(
+                jax.random.key(0), bip.samplers.ula(lambda x: x, 0.1), jnp.ones((2, 2)), 0
+            ),
+            "num_steps",
+        ),
+        (
+            lambda: bip.samplers.run(
+                jax.random.key(0), bip.samplers.ula(lambda x: x, 0.1), jnp.full((2, 2), jnp.nan), 5
+            ),
+            "initial_positions has 4 non-finite",
+        ),
+        (lambda: bip.samplers.geometric_sigmas(0.1, 1.0, 10), "sigma_min"),
+    ],
+)
+def test_bad_sampler_input_is_a_clear_error(call, match):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=match):
+            call()
