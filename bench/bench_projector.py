@@ -71,6 +71,10 @@ def _time_loop(fn, batch: np.ndarray, repeats: int = 3) -> float:
     return 1e3 * float(np.median(times))
 
 
+def _row(name: str, fwd: str, adj: str, total: str, note: str) -> None:
+    print(f"{name:<14}{fwd:>10}{adj:>10}{total:>10}  {note}")
+
+
 def _bcoo_apply(params, x):
     matrix, n, num_angles = params["matrix"], x.shape[0], params["angles"].shape[0]
     return (matrix @ x.reshape(n * n)).reshape(n, num_angles)
@@ -131,17 +135,21 @@ def main() -> None:
     fbp = jax.jit(lambda op, s: operators.filtered_back_projection(op, s))
     bip_fbp = _time(fbp, dense, jnp.asarray(sinos))
 
-    print(f"\n{'formulation':<14}{'forward':>10}{'adjoint':>10}{'fwd+adj':>10}  max rel err vs skimage")
+    print()
+    _row("formulation", "forward", "adjoint", "fwd+adj", "max rel err vs skimage")
     for name, (fwd, adj) in timings.items():
         e = err.get(name)
-        print(f"{name:<14}{fwd:>10.1f}{adj:>10.1f}{fwd + adj:>10.1f}  {'' if e is None else f'{e:.1e}'}")
-    print(f"{'skimage':<14}{sk_fwd:>10.1f}{sk_bp:>10.1f}{sk_fwd + sk_bp:>10.1f}  (radon / iradon no filter)")
+        _row(name, f"{fwd:.1f}", f"{adj:.1f}", f"{fwd + adj:.1f}", "" if e is None else f"{e:.1e}")
+    total = f"{sk_fwd + sk_bp:.1f}"
+    _row("skimage", f"{sk_fwd:.1f}", f"{sk_bp:.1f}", total, "(radon / iradon no filter)")
     fwd, adj = timings["dense"]
     print(
         f"\nbip dense vs skimage: forward {sk_fwd / fwd:.1f}x faster, back projection "
         f"{sk_bp / adj:.1f}x, forward+adjoint {(sk_fwd + sk_bp) / (fwd + adj):.1f}x"
     )
-    print(f"FBP (ramp): bip {bip_fbp:.1f} ms, skimage iradon {sk_fbp:.1f} ms, {sk_fbp / bip_fbp:.1f}x")
+    print(
+        f"FBP (ramp): bip {bip_fbp:.1f} ms, skimage iradon {sk_fbp:.1f} ms, {sk_fbp / bip_fbp:.1f}x"
+    )
 
     # --- one image (a single Langevin chain) and 64 angles
     print("\nother sizes (ms, fwd / adj):")

@@ -87,12 +87,9 @@ def planar_angular_marginal(
     log_w = np.log(0.5 * (hi - lo) * weights * r)
     theta = _theta_grid(num_theta)
 
-    @jax.jit
-    def row(t):
-        x = jnp.stack([r * jnp.cos(t), r * jnp.sin(t)], axis=-1)  # (num_r, 2)
-        return logsumexp(log_density_fn(x) + log_w)
-
-    logd = np.asarray(jax.lax.map(row, jnp.asarray(theta), batch_size=64), dtype=float)
+    t = jnp.asarray(theta)[:, None]
+    x = jnp.stack([r * jnp.cos(t), r * jnp.sin(t)], axis=-1)  # (num_theta, num_r, 2)
+    logd = np.asarray(logsumexp(log_density_fn(x) + log_w, axis=-1), dtype=float)
     if not np.all(np.isfinite(logd)):
         raise ValueError("the log density is not finite on the quadrature grid")
     logd = logd - (logsumexp(logd) + math.log(2 * math.pi / num_theta))

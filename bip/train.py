@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -112,7 +113,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "steps": ("int", 2000, ">=1"),
         "batch": ("int", 512, ">=1"),
         "lr": ("float", 3e-3, ">0"),
-        "warmup": ("int", 100, ">=0"),
+        "warmup": ("int", None, ">=0"),  # default: min(100, steps // 10)
         "final_lr_fraction": ("float", 0.01, "[0,1]"),
         "weight_decay": ("float", 1e-4, ">=0"),
         "clip": ("float", 1.0, ">0"),
@@ -123,6 +124,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "checkpoint_every": ("int", 500, ">=1"),
     },
 }
+_EXECUTION_KEYS = ("chunk", "checkpoint_every")  # change them freely when resuming
 _MANIFOLD_KEYS = {"circle": {"radius"}, "ellipse": {"a", "b"}, "sphere": {"dim", "radius"}}
 _LAW_KEYS = {"vonmises": {"kappa", "loc"}, "vmf": {"kappa", "mean_direction"}, "uniform": set()}
 _LAW_MANIFOLDS = {
@@ -167,8 +169,10 @@ class Recipe:
 
     @property
     def config_sha256(self) -> str:
-        """Hash of what determines the weights (seed, data, net, training); not name/text."""
-        core = {"seed": self.seed, "data": self.data, "net": self.net, "training": self.training}
+        """Hash of what determines the weights: seed, data, net and training, except the
+        execution knobs ``chunk`` and ``checkpoint_every`` (not the name or the text)."""
+        training = {k: v for k, v in self.training.items() if k not in _EXECUTION_KEYS}
+        core = {"seed": self.seed, "data": self.data, "net": self.net, "training": training}
         return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
 
 
@@ -209,13 +213,16 @@ def _check_value(source, section, key, value, kind, constraint):
         None: lambda v: True,
     }[constraint](value)
     if not ok:
-        need = {"finite": "be finite", "[0,1]": "lie in [0, 1]", "[0,1)": "lie in [0, 1)"}
-        _fail(
-            source,
-            section,
-            key,
-            f"must {need.get(constraint, 'be ' + str(constraint))}, got {value!r}",
-        )
+        need = {
+            ">0": "be > 0",
+            ">=0": "be >= 0",
+            ">=1": "be >= 1",
+            ">=2": "be >= 2",
+            "finite": "be finite",
+            "[0,1]": "lie in [0, 1]",
+            "[0,1)": "lie in [0, 1)",
+        }[constraint]
+        _fail(source, section, key, f"must {need}, got {value!r}")
     return value
 
 
@@ -234,6 +241,8 @@ def _validate_section(source, section, given, allowed=None):
                     f"is not used here (allowed keys: {', '.join(sorted(allowed))})",
                 )
             known = sorted(k for k in schema if allowed is None or k in allowed)
+            if not section:
+                known += ["[data]", "[net]", "[training]"]
             _fail(source, section, key, f"unknown key (known keys: {', '.join(known)})")
         kind, _, constraint = schema[key]
         out[key] = _check_value(source, section, key, value, kind, constraint)
@@ -322,6 +331,8 @@ def load_recipe(recipe: str | os.PathLike | Mapping[str, Any] | Recipe) -> Recip
             "sigma_min",
             f"must be below sigma_max={training['sigma_max']}, got {training['sigma_min']}",
         )
+    if training["warmup"] is None:
+        training["warmup"] = min(100, training["steps"] // 10)
     if training["warmup"] >= training["steps"]:
         _fail(
             source,
@@ -423,14 +434,23 @@ def _make_optimizer(training: Mapping[str, Any]) -> optax.GradientTransformation
     )
 
 
-def _make_chunk_fn(graphdef, law, training, train_key, tx):
+@functools.lru_cache(maxsize=16)
+def _chunk_fn(graphdef, training_items: tuple):
+    """``(optimizer, run_chunk)`` for a network architecture and a ``[training]`` table.
+
+    ``run_chunk(carry, steps, law, train_key) -> (carry, losses)`` is jitted and scans the
+    optimisation step over the step indices ``steps``; cached so that repeated runs in one
+    process (tests, sweeps) compile once per architecture, recipe and chunk length.
+    """
+    training = dict(training_items)
+    tx = _make_optimizer(training)
     batch = training["batch"]
     log_lo = math.log(training["sigma_min"])
     log_hi = math.log(training["sigma_max"])
     ema_rate = training["ema"]
     f32 = jnp.float32
 
-    def step(carry, t):
+    def step(carry, t, law, train_key):
         params, opt_state, ema = carry
         k_data, k_sigma, k_noise = jax.random.split(jax.random.fold_in(train_key, t), 3)
         x0 = jnp.asarray(law.sample(k_data, (batch,)), f32).reshape(batch, -1)
@@ -445,10 +465,10 @@ def _make_chunk_fn(graphdef, law, training, train_key, tx):
         return (params, opt_state, ema), loss
 
     @jax.jit
-    def run_chunk(carry, steps):
-        return jax.lax.scan(step, carry, steps)
+    def run_chunk(carry, steps, law, train_key):
+        return jax.lax.scan(lambda c, t: step(c, t, law, train_key), carry, steps)
 
-    return run_chunk
+    return tx, run_chunk
 
 
 def _save_checkpoint(out_dir: Path, recipe: Recipe, carry, step: int, losses: np.ndarray):
@@ -569,7 +589,7 @@ def train(
     init_key, train_key = jax.random.split(jax.random.key(recipe.seed))
     model = networks.build_network(net_config(recipe, law), init_key)
     graphdef, params = nnx.split(model)
-    tx = _make_optimizer(training)
+    tx, run_chunk = _chunk_fn(graphdef, tuple(sorted(training.items())))
     carry = (params, tx.init(params), params)
     step, losses = 0, np.zeros((0,), np.float32)
     checkpoint = out_dir / CHECKPOINT_FILE
@@ -577,7 +597,6 @@ def train(
         carry, step, losses = _load_checkpoint(checkpoint, recipe, carry)
 
     target = total if stop_after is None else min(total, int(stop_after))
-    run_chunk = _make_chunk_fn(graphdef, law, training, train_key, tx)
     chunk, every = training["chunk"], training["checkpoint_every"]
     loss_chunks = [losses]
     from tqdm.auto import tqdm
@@ -594,7 +613,7 @@ def train(
         while step < target:
             length = min(chunk, target - step, every - step % every)
             steps = jnp.arange(step, step + length, dtype=jnp.int32)
-            carry, chunk_losses = run_chunk(carry, steps)
+            carry, chunk_losses = run_chunk(carry, steps, law, train_key)
             chunk_losses = np.asarray(chunk_losses, np.float32)
             if not np.all(np.isfinite(chunk_losses)):
                 raise FloatingPointError(
@@ -764,7 +783,8 @@ def model_card_markdown(card: Mapping[str, Any], recipe: Recipe) -> str:
         "## Reproduce",
         "",
         "```",
-        f"bip train priors/{card['name']}/recipe.toml --out priors/{card['name']} --drop-checkpoint",
+        f"bip train priors/{card['name']}/recipe.toml --out priors/{card['name']} "
+        "--drop-checkpoint",
         "```",
         "",
     ]
@@ -794,7 +814,10 @@ def _cli_train(args: argparse.Namespace) -> int:
         print(f"stopped at step {result.steps_done}; run again to resume from {args.out}")
         return 0
     q = (result.card or {}).get("quality")
-    summary = f"trained {result.steps_done} steps in {result.seconds:.1f} s, final loss {result.final_loss:.4f}"
+    summary = (
+        f"trained {result.steps_done} steps in {result.seconds:.1f} s, "
+        f"final loss {result.final_loss:.4f}"
+    )
     if q:
         summary += (
             f", relative score error at sigma=0.1: {q['rel_error_at_0.1']:.4f}, "

@@ -1,0 +1,171 @@
+"""Benchmark: ULA chain-steps per second through ``bip.samplers.run`` against a hand-written loop.
+
+The exact circle prior (von Mises, kappa = 4, loc = pi), sigma = 0.1, step
+``default_step_size(0.1, 0) = 1e-3``, 10^4 chains started on the data law, 2000 steps, in
+float64 and float32. Timed side by side in the same run:
+
+- ``library``: ``bip.samplers.run(key, bip.samplers.ula(drift, h), x0, steps, thin=steps)``,
+  the whole call as a user sees it (BlackJAX sgld kernel, divergence check, info
+  accumulation, one kept draw, and the jit of a fresh loop that ``run`` builds every call);
+- ``hand``: a minimal jitted ``lax.scan`` over steps of
+  ``vmap(x + h * prior.score(x, sigma) + sqrt(2 h) z)`` with the same RNG usage
+  (per step ``split(fold_in(key, step), chains)``, one ``normal`` draw per chain), compiled once;
+- an ablation between the two, each compiled once: the hand loop plus the divergence check
+  (``_chain_ok`` + ``_tree_where`` + flags, as in ``run``), plus the info accumulation
+  (``sum(drift^2)`` masked and summed), and plus both with the BlackJAX kernel (``run``'s
+  step minus the re-jit); and ``run``'s per-call fixed cost (a 1-step ``run``).
+
+All use the same ``prior.score``. Times are the best of ``--repeats`` calls after a warm-up,
+interleaved so that the load of the 2 shared cores falls on all variants alike; expect +-20%
+noise anyway. float32 runs with x64 off (see the note in ``bench``).
+
+Run: ``python bench/bench_ula.py`` (about two minutes) or ``--chains 2000 --steps 500``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import bip
+from bip.samplers import LangevinState, _chain_ok, _tree_where, build_kernel
+
+SIGMA = 0.1
+KAPPA = 4.0
+MAX_NORM = 1e8
+
+
+def _library(prior, h: float, num_steps: int):
+    """``(key, x0) -> final positions`` through ``bip.samplers.run`` (one kept draw)."""
+    algo = bip.samplers.ula(lambda x: prior.score(x, SIGMA), h)
+
+    def call(key, x0):
+        out = bip.samplers.run(key, algo, x0, num_steps, thin=num_steps, progress=False)
+        return out.samples[-1]
+
+    return call
+
+
+def _loop(prior, h: float, num_steps: int, *, blackjax=False, check=False, info=False):
+    """The hand-written loop; the flags add the pieces of ``run``'s step one by one."""
+    kernel = build_kernel()
+
+    def drift(x):
+        return prior.score(x, SIGMA)
+
+    def one(k, x):
+        if blackjax:
+            state, step_info = kernel(k, LangevinState(x), drift, h)
+            return state.position, step_info.drift_sq_norm
+        d = drift(x)
+        z = jax.random.normal(k, x.shape, x.dtype)
+        return x + h * d + jnp.sqrt(2 * h).astype(x.dtype) * z, jnp.sum(d**2)
+
+    @jax.jit
+    def call(key, x0):
+        num_chains = x0.shape[0]
+
+        def step(carry, i):
+            x, diverged, diverged_at, info_sum = carry
+            keys = jax.random.split(jax.random.fold_in(key, i), num_chains)
+            new, sq_norm = jax.vmap(one)(keys, x)
+            ok = True
+            if check:
+                ok = _chain_ok(new, MAX_NORM) & ~diverged
+                newly = ~ok & ~diverged
+                new = _tree_where(ok, new, x)
+                diverged, diverged_at = diverged | newly, jnp.where(newly, i, diverged_at)
+            if info:
+                info_sum = info_sum + jnp.where(ok, sq_norm, 0.0).astype(info_sum.dtype)
+            return (new, diverged, diverged_at, info_sum), None
+
+        carry = (
+            x0,
+            jnp.zeros(num_chains, bool),
+            jnp.full(num_chains, -1),
+            jnp.zeros(num_chains, jnp.result_type(float)),
+        )
+        carry, _ = jax.lax.scan(step, carry, jnp.arange(num_steps))
+        return carry[0]
+
+    return call
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0
+
+
+def bench(num_chains: int, num_steps: int, repeats: int, dtype) -> dict:
+    """Best-of-``repeats`` wall times (s) of every variant for one dtype."""
+    # float32 runs with x64 off: under x64, BlackJAX's generate_gaussian_noise returns float64
+    # noise for float32 positions, and run()'s scan then rejects the promoted carry
+    jax.config.update("jax_enable_x64", jnp.dtype(dtype) == jnp.float64)
+    data = bip.manifolds.VonMises(bip.manifolds.Circle(), kappa=KAPPA, loc=np.pi)
+    prior = bip.priors.exact(data)
+    h = float(bip.samplers.default_step_size(SIGMA, 0.0))
+    x0 = data.sample(jax.random.key(0), (num_chains,)).astype(dtype)
+    key = jax.random.key(1)
+
+    variants = {
+        "library run()": _library(prior, h, num_steps),
+        "hand": _loop(prior, h, num_steps),
+        "hand + divergence check": _loop(prior, h, num_steps, check=True),
+        "hand + info sum": _loop(prior, h, num_steps, info=True),
+        "hand + both + BlackJAX kernel": _loop(
+            prior, h, num_steps, blackjax=True, check=True, info=True
+        ),
+        "run() fixed cost (1 step)": _library(prior, h, 1),
+    }
+    final = {name: jax.block_until_ready(fn(key, x0)) for name, fn in variants.items()}
+    assert final["library run()"].dtype == dtype, final["library run()"].dtype
+    # same arithmetic and noise: the loops agree up to rounding (XLA fuses differently)
+    difference = float(jnp.max(jnp.abs(final["library run()"] - final["hand"])))
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            times[name].append(_timed(fn, key, x0))
+    best = {name: min(t) for name, t in times.items()}
+    return {
+        "dtype": jnp.dtype(dtype).name,
+        "chains": num_chains,
+        "steps": num_steps,
+        "best_s": best,
+        "times_s": times,
+        "library_rate": num_chains * num_steps / best["library run()"],
+        "hand_rate": num_chains * num_steps / best["hand"],
+        "ratio": best["library run()"] / best["hand"],
+        "max_abs_difference": difference,
+    }
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chains", type=int, default=10_000)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtypes", default="float64,float32")
+    args = parser.parse_args(argv)
+    results = []
+    for name in args.dtypes.split(","):
+        r = bench(args.chains, args.steps, args.repeats, jnp.dtype(name))
+        results.append(r)
+        print(
+            f"{r['dtype']}, {r['chains']} chains x {r['steps']} steps: "
+            f"library {r['library_rate'] / 1e6:.2f} M chain-steps/s, "
+            f"hand {r['hand_rate'] / 1e6:.2f} M chain-steps/s, "
+            f"library / hand time {r['ratio']:.2f} "
+            f"(max |x_library - x_hand| = {r['max_abs_difference']:.1e})"
+        )
+        for variant, t in r["best_s"].items():
+            print(f"    {variant:32s} {t:7.3f} s  ({t / r['best_s']['hand']:.2f} x hand)")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Robustness sweeps: score-error size x sigma x alpha, critical errors and their rates.
+
+For a prior on the circle (alone or with a likelihood), inject an error ``eps * e(x)`` and
+find, for each sigma and alpha, the critical size ``eps*(sigma)`` at which the law departs
+from the zero-error law at the same sigma and alpha: the TV of 36-bin angle histograms to
+the exact zero-error law rises by ``threshold`` (0.1) above its ``eps = 0`` value
+(SCIENCE.md section 5). Expected: slope 0 of ``log eps*`` against ``log sigma`` for the
+generic prior (alpha = 0) and ``-alpha`` for the maximum-entropy prior.
+
+Two versions side by side: ``exact`` (stationary laws by quadrature, no sampling) and
+``sampled`` (ULA chains started from the exact zero-error law; all error sizes run as
+extra chains of ONE jitted scan, and sigma, alpha and the step count are traced values, so
+the whole sweep compiles once).
+
+Example:
+    >>> sweep = bip.experiments.circle_sweep(sigmas=[0.3, 0.1], alphas=[0.0, 1.0],
+    ...                                      sizes=jnp.geomspace(0.05, 50, 16))
+    >>> sweep.summary()["slope"]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bip import _checks, errors, manifolds, metrics, priors, samplers, targets
+
+Array = jax.Array
+
+THRESHOLD = 0.1
+NUM_BINS = 36
+
+
+def critical_size(sizes: Sequence[float], rise: Sequence[float], threshold: float = THRESHOLD) -> float:
+    """Smallest size where ``rise`` reaches ``threshold``, interpolated in ``log size``.
+
+    ``sizes`` ascending, ``rise[i]`` the TV increase at ``sizes[i]``; NaN if never reached.
+    """
+    sizes, rise = np.asarray(sizes, float), np.asarray(rise, float)
+    above = np.flatnonzero(rise >= threshold)
+    if above.size == 0:
+        return float("nan")
+    i = int(above[0])
+    if i == 0:
+        return float(sizes[0])
+    x0, x1 = math.log(sizes[i - 1]), math.log(sizes[i])
+    r0, r1 = rise[i - 1], rise[i]
+    frac = (threshold - r0) / (r1 - r0) if r1 != r0 else 1.0
+    return float(math.exp(x0 + frac * (x1 - x0)))
+
+
+def fit_slope(sigmas: Sequence[float], values: Sequence[float]) -> float:
+    """Least-squares slope of ``log values`` against ``log sigmas`` (NaN entries dropped)."""
+    s, v = np.asarray(sigmas, float), np.asarray(values, float)
+    keep = np.isfinite(v) & (v > 0)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(s[keep]), np.log(v[keep]), 1)[0])
+
+
+def _key(value: float) -> str:
+    """Decimal-string key for JSON: 1.5 -> "1.5", 0.05 -> "0.05"."""
+    return repr(float(value))
+
+
+@dataclass
+class Sweep:
+    """Results of a sweep: one record per run plus the critical sizes and slopes."""
+
+    records: list[dict] = field(default_factory=list)
+    eps_star: dict = field(default_factory=dict)  # mode -> alpha -> sigma -> eps*
+    config: dict = field(default_factory=dict)
+
+    def slopes(self, mode: str = "sampled") -> dict:
+        out = {}
+        for a, per_sigma in self.eps_star.get(mode, {}).items():
+            sig = sorted(per_sigma, key=float)
+            out[a] = fit_slope([float(s) for s in sig], [per_sigma[s] for s in sig])
+        return out
+
+    def summary(self) -> dict:
+        """``summary.json`` content: eps* and slopes (sampled), and the exact-law versions."""
+        primary = "sampled" if "sampled" in self.eps_star else "exact"
+        return {
+            "eps_star": self.eps_star.get(primary, {}),
+            "slope": self.slopes(primary),
+            "eps_star_exact": self.eps_star.get("exact", {}),
+            "slope_exact": self.slopes("exact"),
+            "threshold": THRESHOLD,
+            "config": self.config,
+        }
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``results.json`` and ``summary.json`` atomically into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "results.json", self.records)
+        atomic_write_json(out / "summary.json", self.summary())
+        return out
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """Write JSON to a temporary file in the same directory, then rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1, allow_nan=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _zero_error_start(rng_key, law: targets.AngularLaw, num: int) -> Array:
+    """Points on the unit circle with angles drawn from ``law`` by inverse CDF."""
+    u = jax.random.uniform(rng_key, (num,))
+    cdf = np.concatenate([[0.0], law.cdf()])
+    edges = -math.pi + np.arange(law.theta.size + 1) * (2 * math.pi / law.theta.size)
+    theta = jnp.interp(u, jnp.asarray(cdf / cdf[-1]), jnp.asarray(edges))
+    return jnp.stack([jnp.cos(theta), jnp.sin(theta)], -1)
+
+
+def _make_sampler(base_prior, error, likelihood, num_snapshots: int):
+    """One jitted function running all (size, chain) pairs of one (sigma, alpha) cell."""
+    kernel = samplers.build_kernel()
+
+    @jax.jit
+    def run_cell(rng_key, x0, sizes, sigma, alpha, step, num_steps):
+        def drift_for(size):
+            target = priors.tempered(priors.with_error(base_prior, error, size), alpha)
+
+            def fn(x):
+                out = target.score(x, sigma)
+                if likelihood is not None:
+                    out = out - likelihood.grad_potential(x)
+                return out
+
+            return fn
+
+        first = num_steps // 2
+        spacing = jnp.maximum((num_steps - first) // num_snapshots, 1)
+
+        def body(i, carry):
+            x, snaps = carry
+            keys = jax.random.split(jax.random.fold_in(rng_key, i), x.shape[0])
+            x = jax.vmap(
+                lambda k, xi, s: kernel(k, samplers.LangevinState(xi), drift_for(s), step)[0].position
+            )(keys, x, sizes)
+            slot = (i + 1 - first) // spacing - 1
+            take = (i + 1 - first > 0) & ((i + 1 - first) % spacing == 0) & (slot < num_snapshots)
+            angles = jnp.arctan2(x[:, 1], x[:, 0])
+            snaps = jax.lax.cond(
+                take,
+                lambda s: jax.lax.dynamic_update_index_in_dim(s, angles, slot, 0),
+                lambda s: s,
+                snaps,
+            )
+            return x, snaps
+
+        snaps = jnp.zeros((num_snapshots, x0.shape[0]), x0.dtype)
+        return jax.lax.fori_loop(0, num_steps, body, (x0, snaps))
+
+    return run_cell
+
+
+def circle_sweep(
+    sigmas: Sequence[float] = (0.3, 0.2, 0.1, 0.05),
+    alphas: Sequence[float] = (0.0, 1.0, 1.5),
+    sizes: Sequence[float] | None = None,
+    *,
+    kappa: float = 4.0,
+    loc: float = math.pi,
+    error: errors.ScoreError | None = None,
+    observe: tuple[int, float, float] | None = None,
+    num_chains: int = 2000,
+    mixing_time: float = 1.5,
+    c: float = 0.1,
+    num_snapshots: int = 20,
+    seed: int = 0,
+    sample: bool = True,
+    progress: bool = True,
+) -> Sweep:
+    """Rate-separation sweep on the unit circle with a von Mises data law.
+
+    Args:
+        sigmas, alphas: the grid; every alpha in [0, 2), every sigma > 0.
+        sizes: error sizes ``eps`` (ascending, first > 0); default 24 sizes from 0.03 to 200.
+        kappa, loc: the von Mises data law.
+        error: conservative error field (default ``angular_cosine(2)``, the ``cos 2 theta``
+            potential of SCIENCE.md section 5).
+        observe: ``(coordinate, value, noise_std)`` adds the likelihood "observe
+            x[coordinate] = value with Gaussian noise noise_std"; None samples the prior alone.
+        num_chains: chains per error size (and for eps = 0).
+        mixing_time: Langevin time simulated per cell; steps = mixing_time / h with
+            ``h = c * min(sigma^(2 - alpha), 1/L)``.
+        num_snapshots: histogram draws pooled over the second half of each run.
+        sample: also run the sampled version (else exact laws only).
+    """
+    for s in sigmas:
+        _checks.positive("sigma", s)
+    for a in alphas:
+        _checks.alpha(a)
+    sizes = np.geomspace(0.03, 200.0, 24) if sizes is None else np.asarray(sizes, float)
+    if sizes.ndim != 1 or np.any(sizes <= 0) or np.any(np.diff(sizes) <= 0):
+        raise ValueError("sizes must be a 1-D ascending array of positive error sizes")
+    num_chains = _checks.integer("num_chains", num_chains)
+    error = error if error is not None else errors.angular_cosine(2.0)
+    circle = manifolds.Circle()
+    prior = priors.exact(manifolds.VonMises(circle, kappa=kappa, loc=loc))
+    likelihood = None
+    if observe is not None:
+        from bip import likelihoods, operators
+
+        coordinate, value, noise_std = observe
+        likelihood = likelihoods.gaussian(
+            operators.coordinate_projection(2, [int(coordinate)]), jnp.array([float(value)]), noise_std
+        )
+    potential = likelihood.potential if likelihood is not None else None
+    all_sizes = np.concatenate([[0.0], sizes])
+    config = {
+        "kappa": kappa, "loc": loc, "error": error.name, "observe": observe,
+        "sigmas": list(map(float, sigmas)), "alphas": list(map(float, alphas)),
+        "sizes": list(map(float, sizes)), "num_chains": num_chains, "mixing_time": mixing_time,
+        "c": c, "seed": seed, "threshold": THRESHOLD, "bins": NUM_BINS,
+    }
+    sweep = Sweep(config=config)
+    run_cell = _make_sampler(prior, error, likelihood, num_snapshots) if sample else None
+    cells = [(a, s) for a in alphas for s in sigmas]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(cells), desc="robustness sweep", unit="cell")
+    key = jax.random.key(seed)
+    for index, (alpha, sigma) in enumerate(cells):
+        law0 = targets.stationary_angular_law(prior, sigma, alpha, potential, num_theta=720, num_r=200)
+        p0 = law0.bin_probabilities(NUM_BINS)
+        tv_exact = [0.0]
+        for size in sizes:
+            law = targets.stationary_angular_law(
+                priors.with_error(prior, error, float(size)), sigma, alpha, potential,
+                num_theta=720, num_r=200,
+            )
+            tv_exact.append(metrics.total_variation(law.bin_probabilities(NUM_BINS), p0))
+        sweep.eps_star.setdefault("exact", {}).setdefault(_key(alpha), {})[_key(sigma)] = (
+            critical_size(sizes, np.asarray(tv_exact[1:]))
+        )
+        tv_sampled = [float("nan")] * all_sizes.size
+        distances = [float("nan")] * all_sizes.size
+        num_steps = 0
+        if sample:
+            h = float(samplers.default_step_size(sigma, alpha, c=c, lipschitz=getattr(likelihood, "lipschitz", None)))
+            num_steps = int(math.ceil(mixing_time / h))
+            k_start, k_run = jax.random.split(jax.random.fold_in(key, index))
+            x0 = _zero_error_start(k_start, law0, all_sizes.size * num_chains)
+            chain_sizes = jnp.repeat(jnp.asarray(all_sizes), num_chains)
+            x, snaps = run_cell(k_run, x0, chain_sizes, sigma, alpha, h, num_steps)
+            x, snaps = np.asarray(x), np.asarray(snaps)
+            if not np.all(np.isfinite(x)):
+                raise FloatingPointError(
+                    f"chains diverged in the sweep cell sigma={sigma}, alpha={alpha}: lower c "
+                    f"(now {c})"
+                )
+            for j in range(all_sizes.size):
+                sl = slice(j * num_chains, (j + 1) * num_chains)
+                tv_sampled[j] = metrics.total_variation(
+                    metrics.angle_histogram(snaps[:, sl], NUM_BINS), p0
+                )
+                distances[j] = float(np.mean(np.abs(np.linalg.norm(x[sl], axis=-1) - 1.0)))
+            rise = np.asarray(tv_sampled[1:]) - tv_sampled[0]
+            sweep.eps_star.setdefault("sampled", {}).setdefault(_key(alpha), {})[_key(sigma)] = (
+                critical_size(sizes, rise)
+            )
+        for j, size in enumerate(all_sizes):
+            sweep.records.append({
+                "sigma": float(sigma), "alpha": float(alpha), "error_size": float(size),
+                "error_kind": error.name, "tv": tv_sampled[j], "tv_exact": tv_exact[j],
+                "mean_distance": distances[j], "chains": num_chains if sample else 0,
+                "steps": num_steps, "seed": seed,
+                "likelihood": None if observe is None else list(observe),
+            })
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return sweep

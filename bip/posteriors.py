@@ -1,0 +1,198 @@
+"""Posterior drifts: prior score (tempered or not) + likelihood score, and their sampling.
+
+The drift composes like optax transforms (SCIENCE.md section 4):
+
+- generic prior (plug-and-play Langevin, eq. 4): ``s_hat(x, sigma) - grad v(x)``;
+- maximum-entropy prior (eq. 10): ``sigma^alpha s_hat(x, sigma) - grad v(x)``.
+
+``sample`` runs many chains of ULA (or MALA where the prior has a log density) with the
+step rule ``h = c * min(sigma^(2 - alpha), 1 / L)``, ``L`` the likelihood's Lipschitz
+constant; ``sample_annealed`` first lowers sigma along a schedule.
+
+Example:
+    >>> prior = bip.priors.exact(bip.manifolds.VonMises(bip.manifolds.Circle(), 4.0, jnp.pi))
+    >>> A = bip.operators.coordinate_projection(2, [0])
+    >>> lik = bip.likelihoods.gaussian(A, jnp.array([-0.5]), 0.3)
+    >>> run = bip.posteriors.sample(jax.random.key(0), prior, lik, sigma=0.1, alpha=1.0,
+    ...                             num_chains=1000, num_steps=2000, thin=100)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from bip import _checks, samplers
+from bip.priors import ScorePrior, tempered
+
+Array = jax.Array
+
+
+def _check_compatible(prior: ScorePrior, likelihood) -> None:
+    if likelihood is not None and tuple(likelihood.event_shape) != tuple(prior.event_shape):
+        raise ValueError(
+            f"the likelihood's operator takes inputs of shape {tuple(likelihood.event_shape)} "
+            f"but the prior's events have shape {tuple(prior.event_shape)}"
+        )
+
+
+def drift(prior: ScorePrior, likelihood=None, *, sigma, alpha=0.0) -> Callable[[Array], Array]:
+    """The posterior drift ``x -> sigma^alpha s(x, sigma) - grad v(x)`` for ONE event."""
+    _checks.positive("sigma", sigma)
+    _checks.alpha(alpha)
+    _check_compatible(prior, likelihood)
+    target = tempered(prior, alpha)
+
+    def fn(x):
+        out = target.score(x, sigma)
+        if likelihood is not None:
+            out = out - likelihood.grad_potential(x)
+        return out
+
+    return fn
+
+
+def logdensity(prior: ScorePrior, likelihood=None, *, sigma, alpha=0.0) -> Callable[[Array], Array]:
+    """``x -> sigma^alpha log p_sigma(x) - v(x)`` (needs a prior with a log density)."""
+    _checks.positive("sigma", sigma)
+    _checks.alpha(alpha)
+    _check_compatible(prior, likelihood)
+    target = tempered(prior, alpha)
+    if not target.has_logdensity:
+        raise ValueError(f"prior {prior.name!r} has no log density: use method='ula'")
+
+    def fn(x):
+        out = target.logdensity(x, sigma)
+        if likelihood is not None:
+            out = out - likelihood.potential(x)
+        return out
+
+    return fn
+
+
+def step_size(sigma, alpha=0.0, likelihood=None, c: float = 0.1):
+    """``c * min(sigma^(2 - alpha), 1 / L)`` with ``L`` the likelihood's Lipschitz constant."""
+    lipschitz = getattr(likelihood, "lipschitz", None) if likelihood is not None else None
+    return samplers.default_step_size(sigma, alpha, c=c, lipschitz=lipschitz)
+
+
+def sample(
+    rng_key: Array,
+    prior: ScorePrior,
+    likelihood=None,
+    *,
+    sigma: float,
+    alpha: float = 0.0,
+    num_chains: int = 1000,
+    num_steps: int = 1000,
+    initial_positions: Array | None = None,
+    method: str = "ula",
+    step: float | None = None,
+    c: float = 0.1,
+    **run_kwargs,
+) -> samplers.Run:
+    """Sample the posterior (or the prior alone when ``likelihood`` is None).
+
+    Args:
+        rng_key: PRNG key.
+        prior: the (possibly corrupted) score prior; ``alpha > 0`` tempers it.
+        likelihood: a ``bip.likelihoods.Likelihood`` or None.
+        sigma: noise level of the score. alpha: tempering exponent in [0, 2).
+        num_chains, num_steps: chains run in parallel and steps per chain.
+        initial_positions: ``(num_chains, *event)``; default: the manifold's uniform law
+            when known, else standard normal.
+        method: ``"ula"`` (score only) or ``"mala"`` (needs a log density).
+        step: step size; default ``step_size(sigma, alpha, likelihood, c)``.
+        run_kwargs: passed to ``bip.samplers.run`` (thin, burn_in, observe, progress, ...).
+    """
+    num_chains = _checks.integer("num_chains", num_chains)
+    h = step if step is not None else step_size(sigma, alpha, likelihood, c)
+    if method == "ula":
+        algo = samplers.ula(drift(prior, likelihood, sigma=sigma, alpha=alpha), h)
+    elif method == "mala":
+        algo = samplers.mala(logdensity(prior, likelihood, sigma=sigma, alpha=alpha), h)
+    else:
+        raise ValueError(f"method must be 'ula' or 'mala', got {method!r}")
+    if initial_positions is None:
+        k_init, rng_key = jax.random.split(rng_key)
+        initial_positions = default_initial_positions(k_init, prior, num_chains)
+    elif tuple(jnp.shape(initial_positions)) != (num_chains,) + tuple(prior.event_shape):
+        raise ValueError(
+            f"initial_positions must have shape {(num_chains,) + tuple(prior.event_shape)}, "
+            f"got {tuple(jnp.shape(initial_positions))}"
+        )
+    return samplers.run(rng_key, algo, initial_positions, num_steps, **run_kwargs)
+
+
+def default_initial_positions(rng_key: Array, prior: ScorePrior, num_chains: int) -> Array:
+    """Uniform draws on the prior's manifold when it has one, else ``N(0, I)`` events."""
+    if prior.manifold is not None and hasattr(prior.manifold, "sample_uniform"):
+        return prior.manifold.sample_uniform(rng_key, (num_chains,))
+    return jax.random.normal(rng_key, (num_chains,) + tuple(prior.event_shape))
+
+
+def sample_annealed(
+    rng_key: Array,
+    prior: ScorePrior,
+    likelihood=None,
+    *,
+    sigmas: Array,
+    alpha: float = 0.0,
+    steps_per_level: int = 100,
+    num_chains: int = 1000,
+    num_steps: int = 1000,
+    c: float = 0.1,
+    initial_positions: Array | None = None,
+    **run_kwargs,
+) -> samplers.Run:
+    """Annealed Langevin: ``steps_per_level`` ULA steps at each of the decreasing ``sigmas``
+    (one jitted scan), then the final phase of ``num_steps`` at ``sigmas[-1]`` through
+    ``bip.samplers.run`` (whose result is returned). A chain that diverges while annealing
+    makes ``run`` refuse its non-finite start with an error naming the count."""
+    sigmas = jnp.asarray(sigmas, dtype=jnp.result_type(float))
+    _checks.positive("sigmas", sigmas)
+    _checks.alpha(alpha)
+    steps_per_level = _checks.integer("steps_per_level", steps_per_level)
+    _check_compatible(prior, likelihood)
+    k_init, k_anneal, k_final = jax.random.split(rng_key, 3)
+    if initial_positions is None:
+        initial_positions = default_initial_positions(k_init, prior, num_chains)
+    lipschitz = getattr(likelihood, "lipschitz", None) if likelihood is not None else None
+    kernel = samplers.build_kernel()
+
+    @jax.jit
+    def anneal(x):
+        def level(x, inputs):
+            index, sigma = inputs
+            h = c * sigma ** (2.0 - alpha)
+            if lipschitz is not None:
+                h = jnp.minimum(h, c / lipschitz)
+            fn = drift(prior, likelihood, sigma=sigma, alpha=alpha)
+
+            def body(i, state):
+                keys = jax.random.split(
+                    jax.random.fold_in(jax.random.fold_in(k_anneal, index), i), num_chains
+                )
+                return jax.vmap(lambda k, s: kernel(k, s, fn, h)[0])(keys, state)
+
+            state = jax.lax.fori_loop(0, steps_per_level, body, samplers.LangevinState(x))
+            return state.position, None
+
+        x, _ = jax.lax.scan(level, x, (jnp.arange(sigmas.shape[0]), sigmas))
+        return x
+
+    x = anneal(jnp.asarray(initial_positions))
+    return sample(
+        k_final,
+        prior,
+        likelihood,
+        sigma=float(sigmas[-1]),
+        alpha=alpha,
+        num_chains=num_chains,
+        num_steps=num_steps,
+        initial_positions=x,
+        c=c,
+        **run_kwargs,
+    )

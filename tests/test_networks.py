@@ -1,0 +1,275 @@
+"""Score networks as priors, the shipped learned priors, and score-error profiles."""
+
+import shutil
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import bip.errors
+import bip.manifolds
+import bip.networks as networks
+import bip.priors
+import bip.profile
+from bip.networks import WeightsError, load_prior, network_prior
+
+SHIPPED = ("circle-vonmises", "ellipse-vonmises")
+CIRCLE_LAW = bip.manifolds.VonMises(bip.manifolds.Circle(), kappa=1.0, loc=0.0)
+
+
+CFG = dict(dim=2, width=16, depth=1, num_frequencies=4, sigma_data=1.0)
+
+
+def _random_net(key, config=CFG):
+    """``(graphdef, state)`` of a net with every weight random (a fresh net outputs F = 0)."""
+    graphdef, abstract = nnx.split(networks.abstract_network(config))
+
+    @jax.jit
+    def draw(k):
+        leaves, treedef = jax.tree.flatten(abstract)
+        keys = jax.random.split(k, len(leaves))
+        new = [
+            0.3 * jax.random.normal(kk, x.shape, x.dtype)
+            for kk, x in zip(keys, leaves, strict=True)
+        ]
+        return jax.tree.unflatten(treedef, new)
+
+    return graphdef, draw(key)
+
+
+@jax.jit
+def _jit_score(prior, x, sigma):
+    return prior.score(x, sigma)
+
+
+# --------------------------------------------------------------------------- the network
+
+
+def test_fresh_net_is_the_gaussian_score_and_outputs_sigma2_s(key):
+    # zero-initialised output layer: F = 0, so s = -x / (sigma^2 + sd^2), the score of
+    # N(0, (sd^2 + sigma^2) I)
+    config = dict(CFG, sigma_data=0.5)
+    fresh = networks.build_network(config, 0)
+    x = jax.random.normal(key, (7, 2))
+    sigma = jnp.linspace(0.01, 50.0, 7)
+    apply = jax.jit(
+        lambda net, x, sigma: (net.score(x, sigma), net(x, sigma), net.denoise(x, sigma))
+    )
+    s, _, _ = apply(fresh, x, sigma)
+    np.testing.assert_allclose(s, -x / (sigma**2 + 0.25)[:, None], rtol=1e-12)
+    graphdef, state = _random_net(key, config)
+    net = nnx.merge(graphdef, state)
+    s, out, denoised = apply(net, x, sigma)
+    np.testing.assert_allclose(out, sigma[:, None] ** 2 * s, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(denoised, x + out, rtol=1e-12)
+    assert s.dtype == jnp.float64  # the preconditioning follows x (x64 in the tests) ...
+    assert apply(net, x.astype(jnp.float32), sigma)[0].dtype == jnp.float32
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state))  # ... weights f32
+    assert fresh.config == dict(config, mlp_ratio=2)
+
+
+def test_network_prior_through_tempered_with_error_and_jit(key):
+    circle = bip.manifolds.Circle()
+    # two separately built nets of one architecture: equal graphdefs, different weights
+    prior_a = network_prior(_random_net(key), (2,), manifold=circle, name="net")
+    net_b = networks.build_network(CFG, 1)  # built another way: the graphdef is still equal
+    net_b = nnx.merge(nnx.graphdef(net_b), _random_net(jax.random.fold_in(key, 1))[1])
+    prior_b = network_prior(net_b, (2,), manifold=circle, name="net")
+    assert prior_a.logdensity_fn is None and prior_a.manifold == circle
+    x = jax.random.normal(jax.random.fold_in(key, 2), (5, 2))
+    sigma = 0.3
+
+    chex.clear_trace_counter()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def score(prior, x, sigma):
+        return prior.score(x, sigma)
+
+    s_a = score(prior_a, x, sigma)
+    s_b = score(prior_b, x, sigma)  # other weights, same graph: no retrace
+    swapped = prior_a.replace(params=prior_a.params.replace(state=prior_b.params.state))
+    np.testing.assert_allclose(score(swapped, x, sigma), s_b, rtol=1e-12)
+    assert not np.allclose(s_a, s_b)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def tempered_score(prior, alpha, x, sigma):
+        return bip.priors.tempered(prior, alpha).score(x, sigma)
+
+    for prior, s, alpha in ((prior_a, s_a, 1.0), (prior_b, s_b, 0.5)):
+        np.testing.assert_allclose(
+            tempered_score(prior, alpha, x, sigma), sigma**alpha * s, rtol=1e-5, atol=1e-5
+        )
+
+    rot = bip.errors.rotational()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def corrupted_score(prior, x, sigma):
+        return bip.priors.with_error(prior, rot, size=0.1).score(x, sigma)
+
+    for prior, s in ((prior_a, s_a), (prior_b, s_b)):
+        expected = s + 0.1 * rot.field(x)
+        np.testing.assert_allclose(corrupted_score(prior, x, sigma), expected, rtol=1e-5, atol=1e-5)
+    # eager composition, a batch of sigmas, and vmap over points
+    sigmas = jnp.array([0.01, 0.1, 1.0, 10.0, 50.0])
+    both = bip.priors.with_error(bip.priors.tempered(prior_a, 1.0), rot, size=0.1)
+    out = _jit_score(both, x, sigmas)
+    assert out.shape == (5, 2) and np.all(np.isfinite(out))
+    vm = jax.jit(jax.vmap(lambda xi, si: prior_a.score(xi, si)))(x, sigmas)
+    np.testing.assert_allclose(vm, _jit_score(prior_a, x, sigmas), rtol=1e-5, atol=1e-5)
+
+
+def test_network_prior_event_shape_and_errors(key):
+    graphdef, state = _random_net(key, dict(CFG, dim=4))
+    prior = network_prior((graphdef, state), (2, 2))  # 2x2 "images" flattened to R^4
+    x = jax.random.normal(key, (3, 2, 2))
+    s = _jit_score(prior, x, 0.5)
+    assert s.shape == (3, 2, 2)
+    flat = jax.jit(lambda st, x: nnx.merge(graphdef, st).score(x, jnp.full((3,), 0.5)))
+    np.testing.assert_allclose(s.reshape(3, 4), flat(state, x.reshape(3, 4)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="event_shape"):
+        network_prior((graphdef, state), (3,))
+    with pytest.raises(TypeError, match="model_or_state"):
+        network_prior({"not": "a net"}, (4,))
+    with pytest.raises(ValueError, match="x must have trailing shape"):
+        prior.score(jnp.ones((3, 4)), 0.5)
+
+
+# --------------------------------------------------------------------------- shipped priors
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_prior_loads_offline_in_a_fresh_process(name, tmp_path):
+    code = (
+        "import bip.networks as N, numpy as np\n"
+        f"p = N.load_prior({name!r})\n"
+        "s = np.asarray(p.score(np.array([[1.2, 0.1]]), 0.1))\n"
+        "assert s.shape == (1, 2) and np.isfinite(s).all(), s\n"
+        "print(p.name, type(p.manifold).__name__, p.logdensity_fn)\n"
+    )
+    env = {"PATH": "", "HOME": str(tmp_path), "JAX_PLATFORMS": "cpu", "NO_PROXY": "*"}
+    env.update({"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"})
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    manifold = "Circle" if name.startswith("circle") else "Ellipse"
+    assert done.stdout.split() == [name, manifold, "None"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_prior_files(name):
+    folder = networks.PRIORS_DIR / name
+    card = networks.read_card(folder)
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    assert size < 10 * 2**20
+    assert card["weights_sha256"] == networks.sha256_file(folder / "weights.safetensors")
+    for fname in ("recipe.toml", "weights.safetensors", "model.json", "README.md"):
+        assert (folder / fname).is_file()
+    assert card["quality"]["rel_error_at_0.1"] < 0.1
+    assert name in networks.available_priors()
+
+
+def test_truncated_or_altered_weights_are_refused(tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(networks.PRIORS_DIR / "circle-vonmises", folder)
+    weights = folder / "weights.safetensors"
+    original = weights.read_bytes()
+
+    weights.write_bytes(original[: len(original) // 2])  # truncated
+    with pytest.raises(WeightsError, match="truncated or altered") as info:
+        load_prior(folder)
+    assert str(weights) in str(info.value)
+    with pytest.raises(WeightsError, match="not valid safetensors") as info:
+        load_prior(folder, verify=False)  # without the hash, the parser catches it
+    assert str(weights) in str(info.value)
+
+    altered = bytearray(original)
+    altered[-100] ^= 0xFF  # one flipped byte inside a tensor
+    weights.write_bytes(bytes(altered))
+    with pytest.raises(WeightsError, match="sha256") as info:
+        load_prior(folder)
+    assert str(weights) in str(info.value)
+
+    weights.write_bytes(original)
+    assert load_prior(folder).name == "circle-vonmises"  # the intact copy loads
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match="weights.safetensors"):
+        load_prior(folder)
+
+
+def test_load_prior_errors(tmp_path):
+    with pytest.raises(ValueError, match="available priors .*circle-vonmises.*ellipse-vonmises"):
+        load_prior("no-such-prior")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_prior(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        load_prior(tmp_path)
+    folder = tmp_path / "copy"
+    shutil.copytree(networks.PRIORS_DIR / "circle-vonmises", folder)
+    recipe = folder / "recipe.toml"
+    recipe.write_text(recipe.read_text().replace("width = 128", "width = 64"))
+    with pytest.raises(WeightsError, match="recipe.toml was altered"):
+        load_prior(folder)
+    with pytest.raises(WeightsError, match="weights.safetensors: tensor"):
+        load_prior(folder, verify=False)  # the weights no longer fit the recipe's net
+
+
+def test_loaded_circle_prior_meets_the_quality_bar(key):
+    prior = load_prior("circle-vonmises")
+    exact = bip.priors.exact(CIRCLE_LAW)
+    prof = bip.profile.score_error_profile(
+        prior, exact, CIRCLE_LAW, jnp.array([0.1, 0.2]), key, num_samples=4096
+    )
+    assert prof["rel_error"][0] < 0.1, prof
+    assert prof["rel_error"][0] > 1e-4  # a real, measured error (not the exact score)
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_profile_of_exact_prior_against_itself_is_zero(key):
+    exact = bip.priors.exact(CIRCLE_LAW)
+    prof = bip.profile.score_error_profile(
+        exact, exact, CIRCLE_LAW, jnp.geomspace(0.01, 1.0, 5), key, num_samples=512
+    )
+    np.testing.assert_array_equal(prof["abs_error"], 0.0)
+    np.testing.assert_array_equal(prof["rel_error"], 0.0)
+    assert np.all(prof["ref_norm"] > 0)
+    assert prof["beta"] == np.inf and prof["alpha_range"] == (0.0, 2.0)
+
+
+@pytest.mark.parametrize("beta", [-1.5, -0.5, 0.5])
+def test_profile_recovers_injected_beta(key, beta):
+    exact = bip.priors.exact(CIRCLE_LAW)
+    size = 0.05
+    noisy = bip.priors.with_error(exact, bip.errors.rotational(), size=size, beta=beta)
+    sigmas = jnp.geomspace(0.01, 0.2, 6)
+    prof = bip.profile.score_error_profile(noisy, exact, CIRCLE_LAW, sigmas, key, num_samples=1024)
+    assert abs(prof["beta"] - beta) < 0.05, prof["beta"]
+    # the rotation has norm |x| = sqrt(1 + 2 sigma^2) on average: abs error = size sigma^beta |x|
+    expected = size * np.asarray(sigmas) ** beta * np.sqrt(1 + 2 * np.asarray(sigmas) ** 2)
+    np.testing.assert_allclose(prof["abs_error"], expected, rtol=0.05)
+    assert prof["alpha_range"] == pytest.approx((max(-prof["beta"], 0.0), 2.0))
+
+
+def test_profile_helpers_and_checks(key):
+    assert bip.profile.admissible_alpha(-2.5) is None
+    assert bip.profile.admissible_alpha(-1.0) == (1.0, 2.0)
+    assert bip.profile.fit_exponent([0.1, 1.0], [0.0, 0.0]) == np.inf
+    assert bip.profile.fit_exponent([0.1, 1.0], [10.0, 1.0]) == pytest.approx(-1.0)
+    exact = bip.priors.exact(CIRCLE_LAW)
+    with pytest.raises(ValueError, match="sigmas"):
+        bip.profile.score_error_profile(exact, exact, CIRCLE_LAW, [0.1, -1.0], key)
+    with pytest.raises(ValueError, match="num_samples"):
+        bip.profile.score_error_profile(exact, exact, CIRCLE_LAW, [0.1], key, num_samples=0)
+    sphere = bip.priors.exact(bip.manifolds.Uniform(bip.manifolds.Sphere(3)))
+    with pytest.raises(ValueError, match="event shape"):
+        bip.profile.score_error_profile(exact, sphere, CIRCLE_LAW, [0.1], key)
