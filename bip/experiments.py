@@ -261,7 +261,8 @@ def circle_sweep(
         num_steps = 0
         if sample:
             h = float(samplers.default_step_size(sigma, alpha, c=c, lipschitz=getattr(likelihood, "lipschitz", None)))
-            num_steps = int(math.ceil(mixing_time / h))
+            # at least 10 steps between pooled snapshots in the second half of the run
+            num_steps = max(int(math.ceil(mixing_time / h)), 20 * num_snapshots)
             k_start, k_run = jax.random.split(jax.random.fold_in(key, index))
             x0 = _zero_error_start(k_start, law0, all_sizes.size * num_chains)
             chain_sizes = jnp.repeat(jnp.asarray(all_sizes), num_chains)

@@ -88,8 +88,9 @@ def planar_angular_marginal(
     theta = _theta_grid(num_theta)
 
     t = jnp.asarray(theta)[:, None]
-    x = jnp.stack([r * jnp.cos(t), r * jnp.sin(t)], axis=-1)  # (num_theta, num_r, 2)
-    logd = np.asarray(logsumexp(log_density_fn(x) + log_w, axis=-1), dtype=float)
+    rr = jnp.asarray(r)[None, :]
+    x = jnp.stack([rr * jnp.cos(t), rr * jnp.sin(t)], axis=-1)  # (num_theta, num_r, 2)
+    logd = np.asarray(logsumexp(log_density_fn(x) + jnp.asarray(log_w)[None, :], axis=-1), float)
     if not np.all(np.isfinite(logd)):
         raise ValueError("the log density is not finite on the quadrature grid")
     logd = logd - (logsumexp(logd) + math.log(2 * math.pi / num_theta))
@@ -152,3 +153,29 @@ def stationary_angular_law(
 
     window = radial_window(float(sigma), float(alpha), _radii(prior.manifold))
     return planar_angular_marginal(log_pi, window, num_theta=num_theta, num_r=num_r)
+
+
+def limit_angular_law(
+    data, alpha: float = 0.0, potential: Callable[[Array], Array] | None = None, num_theta: int = 1440
+) -> AngularLaw:
+    """The sigma -> 0 limit of the (posterior) law on a planar curve, in its chart parameter.
+
+    Generic prior (``alpha = 0``): ``p(y | Phi(t)) p_data(t)``. Maximum-entropy prior
+    (``alpha > 0``): ``p(y | Phi(t)) |Phi'(t)|``, the posterior under the uniform (volume)
+    prior on the manifold (SCIENCE.md section 4).
+
+    Args:
+        data: a law on a Circle or Ellipse with ``chart_log_density`` (e.g. ``VonMises``).
+        alpha: tempering exponent in [0, 2).
+        potential: ``v(x) = -log p(y | x)`` batched over ``(..., 2)``, or None (prior alone).
+    """
+    _checks.alpha(alpha)
+    manifold = data.manifold
+
+    def log_density(t):
+        out = data.chart_log_density(t) if float(alpha) == 0 else jnp.log(manifold.volume_density(t))
+        if potential is not None:
+            out = out - potential(manifold.chart(t))
+        return out
+
+    return from_log_density(log_density, num_theta)

@@ -1,0 +1,124 @@
+"""Likelihoods and posteriors on the circle against exact quadrature posteriors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+
+import bip
+
+SIGMA = 0.1
+CIRCLE = bip.manifolds.Circle()
+DATA = bip.manifolds.VonMises(CIRCLE, kappa=4.0, loc=np.pi)
+PRIOR = bip.priors.exact(DATA)
+OBSERVE_X1 = bip.operators.coordinate_projection(2, [0])
+
+
+def _angles(x):
+    return jnp.arctan2(x[..., 1], x[..., 0])
+
+
+def _check_against_exact(likelihood, alpha, tol, num_chains=10_000, seed=0):
+    law = bip.targets.stationary_angular_law(PRIOR, SIGMA, alpha, likelihood.potential)
+    start = DATA.sample(jax.random.key(seed), (num_chains,))
+    run = bip.posteriors.sample(
+        jax.random.key(seed + 1), PRIOR, likelihood, sigma=SIGMA, alpha=alpha,
+        num_chains=num_chains, num_steps=3000, thin=500, initial_positions=start,
+        observe=_angles,
+    )
+    assert not run.divergence.any
+    tv = bip.metrics.tv_to_law(run.samples[-2:], law)
+    assert tv < tol, f"TV {tv:.4f} to the exact finite-sigma posterior"
+    return law
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_circle_posterior_matches_exact_finite_sigma_posterior(alpha):
+    lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([-0.5]), 0.3)
+    law = _check_against_exact(lik, alpha, tol=0.04)
+    # the likelihood matters: the posterior is not the prior
+    prior_law = bip.targets.stationary_angular_law(PRIOR, SIGMA, alpha)
+    assert bip.metrics.total_variation(law.bin_probabilities(), prior_law.bin_probabilities()) > 0.1
+
+
+def test_gaussian_potential_and_lipschitz():
+    lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([-0.5]), 0.3)
+    x = jnp.array([[0.2, 1.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(lik.potential(x), (x[:, 0] + 0.5) ** 2 / (2 * 0.09))
+    np.testing.assert_allclose(lik.grad_potential(x)[:, 0], (x[:, 0] + 0.5) / 0.09)
+    assert lik.lipschitz == pytest.approx(1 / 0.09, rel=0.02)
+    # the step rule caps h by c / L
+    h = bip.posteriors.step_size(0.5, 0.0, lik)
+    assert float(h) == pytest.approx(0.1 / lik.lipschitz)
+
+
+def test_custom_linear_and_nonlinear_operators_run_through_the_sampler():
+    linear = bip.operators.from_function(lambda x: 2.0 * x[:1] - x[1:], (2,), linear=True)
+    assert bip.operators.dot_test(linear, jax.random.key(0)) < 1e-12
+    lik = bip.likelihoods.gaussian(linear, jnp.array([-1.0]), 0.5)
+    _check_against_exact(lik, 0.0, tol=0.05, num_chains=4000)
+    nonlinear = bip.operators.from_function(lambda x: jnp.stack([x[0] ** 2 + x[1]]), (2,))
+    lik = bip.likelihoods.gaussian(nonlinear, jnp.array([0.8]), 0.3)
+    _check_against_exact(lik, 1.0, tol=0.05, num_chains=4000)
+
+
+def test_numpyro_student_t_noise_model():
+    lik = bip.likelihoods.numpyro_noise(
+        OBSERVE_X1, jnp.array([-0.5]), lambda mean: dist.StudentT(3.0, mean, 0.3)
+    )
+    x = jnp.array([0.1, 0.9])
+    np.testing.assert_allclose(
+        lik.log_likelihood(x), dist.StudentT(3.0, 0.1, 0.3).log_prob(-0.5), rtol=1e-12
+    )
+    _check_against_exact(lik, 0.0, tol=0.05, num_chains=4000)
+
+
+def test_mala_posterior_and_annealed_variant():
+    lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([-0.5]), 0.3)
+    law = bip.targets.stationary_angular_law(PRIOR, SIGMA, 1.0, lik.potential)
+    run = bip.posteriors.sample(
+        jax.random.key(3), PRIOR, lik, sigma=SIGMA, alpha=1.0, num_chains=4000, num_steps=1000,
+        thin=500, method="mala", observe=_angles,
+    )
+    assert bip.metrics.tv_to_law(run.samples[-1], law) < 0.05
+    run = bip.posteriors.sample_annealed(
+        jax.random.key(4), PRIOR, lik, sigmas=bip.samplers.geometric_sigmas(1.0, SIGMA, 10),
+        alpha=1.0, steps_per_level=100, num_chains=4000, num_steps=1000, thin=1000, observe=_angles,
+    )
+    assert bip.metrics.tv_to_law(run.samples[-1], law) < 0.05
+
+
+def test_sigma_to_zero_limits():
+    lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([-0.5]), 0.3)
+    for alpha in [0.0, 1.0]:
+        limit = bip.targets.limit_angular_law(DATA, alpha, lik.potential)
+        finite = bip.targets.stationary_angular_law(PRIOR, 0.01, alpha, lik.potential)
+        tv = bip.metrics.total_variation(limit.bin_probabilities(), finite.bin_probabilities())
+        assert tv < 0.03
+    generic = bip.targets.limit_angular_law(DATA, 0.0, lik.potential)
+    maxent = bip.targets.limit_angular_law(DATA, 1.0, lik.potential)
+    assert bip.metrics.total_variation(generic.bin_probabilities(), maxent.bin_probabilities()) > 0.1
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([jnp.nan]), 0.3), ValueError, "y has 1 non-finite"),
+        (lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([0.1, 0.2]), 0.3), ValueError, r"y has shape \(2,\) but the operator"),
+        (lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([0.1]), 0.0), ValueError, "noise_std must be > 0"),
+        (lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([0.1]), -1.0), ValueError, "noise_std must be > 0"),
+        (lambda: bip.likelihoods.gaussian(lambda x: x[:1], jnp.array([0.1]), 0.3), TypeError, "from_function"),
+        (lambda: bip.operators.from_function(lambda x: np.asarray(x)[:1], (2,)), TypeError, "JAX-traceable"),
+        (
+            lambda: bip.posteriors.drift(
+                PRIOR, bip.likelihoods.gaussian(bip.operators.coordinate_projection(3, [0]), jnp.array([0.1]), 0.3), sigma=0.1
+            ),
+            ValueError,
+            "operator takes inputs of shape",
+        ),
+    ],
+)
+def test_bad_inverse_problem_input_is_a_clear_error(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
