@@ -91,7 +91,9 @@ def log_bessel_iv(nu: float, z):
         log_i = log_i + jnp.log(bessel_ratio(order, zs))
         order += 1
     # Small z: I_nu(z) ~ (z/2)^nu / Gamma(nu + 1) (1 + z^2 / (4 (nu + 1))).
-    small = nu * jnp.log(jnp.maximum(z, 1e-300) / 2) - gammaln(nu + 1.0) + jnp.log1p(
-        z**2 / (4 * (nu + 1))
+    small = (
+        nu * jnp.log(jnp.maximum(z, 1e-300) / 2)
+        - gammaln(nu + 1.0)
+        + jnp.log1p(z**2 / (4 * (nu + 1)))
     )
     return jnp.where(z < _SMALL_Z, small, log_i)

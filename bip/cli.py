@@ -39,7 +39,11 @@ def _robustness(args: argparse.Namespace) -> int:
     plots.save_figure(figure, out / "robustness.png")
     summary = sweep.summary()
     print(f"bip robustness: {len(sweep.records)} runs in {time.perf_counter() - start:.0f} s")
-    what = "prior alone" if observe is None else f"posterior, observe x[{observe[0]}]={observe[1]} (noise {observe[2]})"
+    what = (
+        "prior alone"
+        if observe is None
+        else f"posterior, observe x[{observe[0]}]={observe[1]} (noise {observe[2]})"
+    )
     print(f"circle, von Mises kappa=4, theta0=pi, error cos(2 theta); {what}")
     print(f"{'alpha':>6} {'slope':>8} {'exact':>8}   eps* by sigma (sampled / exact)")
     for alpha in summary["eps_star_exact"]:
@@ -85,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bip", description="Bayesian inverse problems with learned score priors."
     )
-    parser.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
+    parser.add_argument(
+        "--float32", action="store_true", help="compute in float32 (default float64)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_robustness(sub)
     from bip import train

@@ -208,7 +208,9 @@ def _fourier_potential(params: _FourierParams, x):
 
 def _fourier_gradient(params: _FourierParams, x):
     phase, batch = _fourier_phase(params, x)
-    weights = -params.lengthscale * jnp.sin(phase) * jnp.broadcast_to(params.amplitudes, phase.shape)
+    weights = (
+        -params.lengthscale * jnp.sin(phase) * jnp.broadcast_to(params.amplitudes, phase.shape)
+    )
     return (weights @ params.frequencies).reshape(batch + params.event_shape)
 
 

@@ -40,7 +40,9 @@ THRESHOLD = 0.1
 NUM_BINS = 36
 
 
-def critical_size(sizes: Sequence[float], rise: Sequence[float], threshold: float = THRESHOLD) -> float:
+def critical_size(
+    sizes: Sequence[float], rise: Sequence[float], threshold: float = THRESHOLD
+) -> float:
     """Smallest size where ``rise`` reaches ``threshold``, interpolated in ``log size``.
 
     ``sizes`` ascending, ``rise[i]`` the TV increase at ``sizes[i]``; NaN if never reached.
@@ -155,7 +157,9 @@ def _make_sampler(base_prior, error, likelihood, num_snapshots: int):
             x, snaps = carry
             keys = jax.random.split(jax.random.fold_in(rng_key, i), x.shape[0])
             x = jax.vmap(
-                lambda k, xi, s: kernel(k, samplers.LangevinState(xi), drift_for(s), step)[0].position
+                lambda k, xi, s: (
+                    kernel(k, samplers.LangevinState(xi), drift_for(s), step)[0].position
+                )
             )(keys, x, sizes)
             slot = (i + 1 - first) // spacing - 1
             take = (i + 1 - first > 0) & ((i + 1 - first) % spacing == 0) & (slot < num_snapshots)
@@ -172,6 +176,30 @@ def _make_sampler(base_prior, error, likelihood, num_snapshots: int):
         return jax.lax.fori_loop(0, num_steps, body, (x0, snaps))
 
     return run_cell
+
+
+def _make_exact(base_prior, error, potential, num_theta: int = 720, num_r: int = 200):
+    """Jitted exact bin probabilities ``(sizes,) -> (sizes, 36)`` for one (sigma, alpha)."""
+
+    @jax.jit
+    def bins(sizes, sigma, alpha):
+        w = sigma ** (1 - alpha / 2)
+        lo, hi = jnp.maximum(0.0, 1.0 - 12 * w), 1.0 + 12 * w
+
+        def one(size):
+            corrupted = priors.with_error(base_prior, error, size)
+
+            def log_pi(x):
+                out = sigma**alpha * corrupted.logdensity(x, sigma)
+                return out - potential(x) if potential is not None else out
+
+            logd = targets.angular_log_marginal(log_pi, lo, hi, num_theta, num_r)
+            p = jax.nn.softmax(logd)
+            return p.reshape(NUM_BINS, -1).sum(axis=1)
+
+        return jax.lax.map(one, sizes)
+
+    return bins
 
 
 def circle_sweep(
@@ -224,18 +252,30 @@ def circle_sweep(
 
         coordinate, value, noise_std = observe
         likelihood = likelihoods.gaussian(
-            operators.coordinate_projection(2, [int(coordinate)]), jnp.array([float(value)]), noise_std
+            operators.coordinate_projection(2, [int(coordinate)]),
+            jnp.array([float(value)]),
+            noise_std,
         )
     potential = likelihood.potential if likelihood is not None else None
     all_sizes = np.concatenate([[0.0], sizes])
     config = {
-        "kappa": kappa, "loc": loc, "error": error.name, "observe": observe,
-        "sigmas": list(map(float, sigmas)), "alphas": list(map(float, alphas)),
-        "sizes": list(map(float, sizes)), "num_chains": num_chains, "mixing_time": mixing_time,
-        "c": c, "seed": seed, "threshold": THRESHOLD, "bins": NUM_BINS,
+        "kappa": kappa,
+        "loc": loc,
+        "error": error.name,
+        "observe": observe,
+        "sigmas": list(map(float, sigmas)),
+        "alphas": list(map(float, alphas)),
+        "sizes": list(map(float, sizes)),
+        "num_chains": num_chains,
+        "mixing_time": mixing_time,
+        "c": c,
+        "seed": seed,
+        "threshold": THRESHOLD,
+        "bins": NUM_BINS,
     }
     sweep = Sweep(config=config)
     run_cell = _make_sampler(prior, error, likelihood, num_snapshots) if sample else None
+    exact_bins = _make_exact(prior, error, potential)
     cells = [(a, s) for a in alphas for s in sigmas]
     bar = None
     if progress:
@@ -244,15 +284,11 @@ def circle_sweep(
         bar = tqdm(total=len(cells), desc="robustness sweep", unit="cell")
     key = jax.random.key(seed)
     for index, (alpha, sigma) in enumerate(cells):
-        law0 = targets.stationary_angular_law(prior, sigma, alpha, potential, num_theta=720, num_r=200)
-        p0 = law0.bin_probabilities(NUM_BINS)
-        tv_exact = [0.0]
-        for size in sizes:
-            law = targets.stationary_angular_law(
-                priors.with_error(prior, error, float(size)), sigma, alpha, potential,
-                num_theta=720, num_r=200,
-            )
-            tv_exact.append(metrics.total_variation(law.bin_probabilities(NUM_BINS), p0))
+        exact = np.asarray(exact_bins(jnp.asarray(all_sizes), sigma, alpha))
+        if not np.all(np.isfinite(exact)):
+            raise FloatingPointError(f"exact law not finite at sigma={sigma}, alpha={alpha}")
+        p0 = exact[0]
+        tv_exact = [metrics.total_variation(q, p0) for q in exact]
         sweep.eps_star.setdefault("exact", {}).setdefault(_key(alpha), {})[_key(sigma)] = (
             critical_size(sizes, np.asarray(tv_exact[1:]))
         )
@@ -260,10 +296,15 @@ def circle_sweep(
         distances = [float("nan")] * all_sizes.size
         num_steps = 0
         if sample:
-            h = float(samplers.default_step_size(sigma, alpha, c=c, lipschitz=getattr(likelihood, "lipschitz", None)))
+            h = float(
+                samplers.default_step_size(
+                    sigma, alpha, c=c, lipschitz=getattr(likelihood, "lipschitz", None)
+                )
+            )
             # at least 10 steps between pooled snapshots in the second half of the run
             num_steps = max(int(math.ceil(mixing_time / h)), 20 * num_snapshots)
             k_start, k_run = jax.random.split(jax.random.fold_in(key, index))
+            law0 = targets.stationary_angular_law(prior, sigma, alpha, potential, 720, 200)
             x0 = _zero_error_start(k_start, law0, all_sizes.size * num_chains)
             chain_sizes = jnp.repeat(jnp.asarray(all_sizes), num_chains)
             x, snaps = run_cell(k_run, x0, chain_sizes, sigma, alpha, h, num_steps)
@@ -284,13 +325,21 @@ def circle_sweep(
                 critical_size(sizes, rise)
             )
         for j, size in enumerate(all_sizes):
-            sweep.records.append({
-                "sigma": float(sigma), "alpha": float(alpha), "error_size": float(size),
-                "error_kind": error.name, "tv": tv_sampled[j], "tv_exact": tv_exact[j],
-                "mean_distance": distances[j], "chains": num_chains if sample else 0,
-                "steps": num_steps, "seed": seed,
-                "likelihood": None if observe is None else list(observe),
-            })
+            sweep.records.append(
+                {
+                    "sigma": float(sigma),
+                    "alpha": float(alpha),
+                    "error_size": float(size),
+                    "error_kind": error.name,
+                    "tv": tv_sampled[j],
+                    "tv_exact": tv_exact[j],
+                    "mean_distance": distances[j],
+                    "chains": num_chains if sample else 0,
+                    "steps": num_steps,
+                    "seed": seed,
+                    "likelihood": None if observe is None else list(observe),
+                }
+            )
         if bar is not None:
             bar.update(1)
     if bar is not None:

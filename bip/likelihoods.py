@@ -86,7 +86,9 @@ def _gaussian_log_prob(noise_std, prediction, y):
     return -0.5 * jnp.sum(r**2)
 
 
-def gaussian(operator, y: Array, noise_std: float | Array, lipschitz: float | None = None) -> Likelihood:
+def gaussian(
+    operator, y: Array, noise_std: float | Array, lipschitz: float | None = None
+) -> Likelihood:
     """Gaussian noise ``y = A(x) + s z``: ``v(x) = ||A(x) - y||^2 / (2 s^2)`` (up to a constant).
 
     Args:
@@ -123,7 +125,8 @@ def numpyro_noise(
 
     Example (Poisson counts for CT, Student-t outliers):
         >>> import numpyro.distributions as dist
-        >>> lik = bip.likelihoods.numpyro_noise(A, counts, lambda m: dist.Poisson(1e3 * jnp.exp(-m)))
+        >>> poisson = lambda m: dist.Poisson(1e3 * jnp.exp(-m))
+        >>> lik = bip.likelihoods.numpyro_noise(A, counts, poisson)
         >>> lik = bip.likelihoods.numpyro_noise(A, y, lambda m: dist.StudentT(3.0, m, 0.1))
     """
     y = _check_observation(operator, y)

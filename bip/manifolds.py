@@ -306,7 +306,11 @@ class VonMises:
     def chart_log_density(self, t: Array) -> Array:
         """Log density w.r.t. ``dt`` of the chart parameter: ``(...) -> (...)``."""
         kappa = jnp.asarray(self.kappa, dtype=jnp.result_type(float))
-        return kappa * jnp.cos(t - self.loc) - jnp.log(2 * jnp.pi * jax.scipy.special.i0e(kappa)) - kappa
+        return (
+            kappa * jnp.cos(t - self.loc)
+            - jnp.log(2 * jnp.pi * jax.scipy.special.i0e(kappa))
+            - kappa
+        )
 
     def sample_coordinates(self, rng_key: Array, shape: tuple[int, ...] = ()) -> Array:
         """Chart parameters ``(*shape)`` in ``(-pi, pi]``."""
@@ -341,14 +345,10 @@ class VonMisesFisher:
 
     def __post_init__(self):
         if not isinstance(self.manifold, Sphere):
-            raise TypeError(
-                f"VonMisesFisher lives on a Sphere, got {type(self.manifold).__name__}"
-            )
+            raise TypeError(f"VonMisesFisher lives on a Sphere, got {type(self.manifold).__name__}")
         _checks.nonnegative("kappa", self.kappa)
         if self.mean_direction is None:
-            object.__setattr__(
-                self, "mean_direction", jnp.eye(self.manifold.dim)[0]
-            )
+            object.__setattr__(self, "mean_direction", jnp.eye(self.manifold.dim)[0])
         elif _checks.is_concrete(self.mean_direction):
             mu = jnp.asarray(self.mean_direction, dtype=float)
             _checks.event_shape("mean_direction", mu, (self.manifold.dim,))
@@ -419,7 +419,7 @@ class Uniform:
         return self.manifold.sample_uniform(rng_key, shape)
 
     def smoothed(self, x: Array, sigma: Array, gamma: Array) -> tuple[Array, Array]:
-        """``(log p_sigma(x), score)``; closed form on circle and sphere, quadrature on the ellipse."""
+        """``(log p_sigma(x), score)``: closed form on circle/sphere, quadrature on the ellipse."""
         if isinstance(self.manifold, Ellipse):
             return _curve_smoothed(
                 self.manifold.chart, self.chart_log_density, x, sigma, gamma, self.num_nodes

@@ -133,9 +133,7 @@ def exact(data, process: str = "ve") -> ScorePrior:
     if process not in PROCESSES:
         raise ValueError(f"process must be one of {PROCESSES}, got {process!r}")
     if not hasattr(data, "smoothed"):
-        raise TypeError(
-            f"exact() needs a data law from bip.manifolds, got {type(data).__name__}"
-        )
+        raise TypeError(f"exact() needs a data law from bip.manifolds, got {type(data).__name__}")
     return ScorePrior(
         score_fn=_exact_score,
         params=_ExactParams(data=data, process=process),
@@ -258,4 +256,3 @@ def with_error(
         manifold=prior.manifold,
         name=f"with_error({prior.name}, {getattr(error, 'name', type(error).__name__)})",
     )
-

@@ -159,11 +159,11 @@ class DivergenceReport(NamedTuple):
     def __str__(self) -> str:
         if not self.any:
             return f"no divergence in {self.num_chains} chains"
-        shown = ", ".join(f"{i} (step {s})" for i, s in zip(self.indices[:10], self.steps[:10]))
+        pairs = zip(self.indices[:10], self.steps[:10], strict=True)
+        shown = ", ".join(f"{i} (step {s})" for i, s in pairs)
         more = "" if self.indices.size <= 10 else f" and {self.indices.size - 10} more"
         return (
-            f"{self.indices.size} of {self.num_chains} chains diverged: {shown}{more}. "
-            f"{self.hint}"
+            f"{self.indices.size} of {self.num_chains} chains diverged: {shown}{more}. {self.hint}"
         )
 
 
@@ -257,7 +257,9 @@ class _Progress:
         if self.bar is None:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.total, desc=self.desc, unit="step", leave=False, mininterval=1.0)
+            self.bar = tqdm(
+                total=self.total, desc=self.desc, unit="step", leave=False, mininterval=1.0
+            )
         self.bar.n = int(done)
         self.bar.refresh()
 

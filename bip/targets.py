@@ -53,14 +53,18 @@ class AngularLaw(NamedTuple):
 
     def mean_resultant(self) -> complex:
         """``E[exp(i theta)]``."""
-        return complex(np.sum(self.density * np.exp(1j * self.theta)) * 2 * math.pi / self.theta.size)
+        return complex(
+            np.sum(self.density * np.exp(1j * self.theta)) * 2 * math.pi / self.theta.size
+        )
 
 
 def _theta_grid(num_theta: int) -> np.ndarray:
     return -math.pi + (np.arange(num_theta) + 0.5) * (2 * math.pi / num_theta)
 
 
-def from_log_density(log_density_theta: Callable[[Array], Array], num_theta: int = 1440) -> AngularLaw:
+def from_log_density(
+    log_density_theta: Callable[[Array], Array], num_theta: int = 1440
+) -> AngularLaw:
     """Normalise a 1-D log density on the angle (e.g. a sigma -> 0 limit) into an ``AngularLaw``."""
     theta = _theta_grid(num_theta)
     logd = np.asarray(log_density_theta(jnp.asarray(theta)), dtype=float)
@@ -82,19 +86,25 @@ def planar_angular_marginal(
     lo, hi = float(radial_range[0]), float(radial_range[1])
     if not 0 <= lo < hi:
         raise ValueError(f"radial_range must satisfy 0 <= lo < hi, got {radial_range}")
-    nodes, weights = np.polynomial.legendre.leggauss(num_r)
-    r = 0.5 * (hi - lo) * nodes + 0.5 * (hi + lo)
-    log_w = np.log(0.5 * (hi - lo) * weights * r)
     theta = _theta_grid(num_theta)
-
-    t = jnp.asarray(theta)[:, None]
-    rr = jnp.asarray(r)[None, :]
-    x = jnp.stack([rr * jnp.cos(t), rr * jnp.sin(t)], axis=-1)  # (num_theta, num_r, 2)
-    logd = np.asarray(logsumexp(log_density_fn(x) + jnp.asarray(log_w)[None, :], axis=-1), float)
+    logd = np.asarray(angular_log_marginal(log_density_fn, lo, hi, num_theta, num_r), float)
     if not np.all(np.isfinite(logd)):
         raise ValueError("the log density is not finite on the quadrature grid")
     logd = logd - (logsumexp(logd) + math.log(2 * math.pi / num_theta))
     return AngularLaw(theta, np.exp(logd))
+
+
+def angular_log_marginal(log_density_fn, lo, hi, num_theta: int = 1440, num_r: int = 400):
+    """Traceable core of ``planar_angular_marginal``: ``log int exp(log pi(r, t)) r dr`` on
+    the cell centres of ``num_theta`` angles (unnormalised); ``lo, hi`` may be traced."""
+    nodes, weights = np.polynomial.legendre.leggauss(num_r)
+    half, mid = 0.5 * (hi - lo), 0.5 * (hi + lo)
+    r = half * jnp.asarray(nodes) + mid
+    log_w = jnp.log(half * jnp.asarray(weights) * r)
+    t = jnp.asarray(_theta_grid(num_theta))[:, None]
+    rr = r[None, :]
+    x = jnp.stack([rr * jnp.cos(t), rr * jnp.sin(t)], axis=-1)  # (num_theta, num_r, 2)
+    return logsumexp(log_density_fn(x) + log_w[None, :], axis=-1)
 
 
 def radial_window(
@@ -111,7 +121,9 @@ def _radii(manifold) -> tuple[float, float]:
     """Smallest and largest distance from the origin to a planar curve (circle or ellipse)."""
     if manifold is None:
         return (1.0, 1.0)
-    extent = [float(getattr(manifold, name)) for name in ("radius", "a", "b") if hasattr(manifold, name)]
+    extent = [
+        float(getattr(manifold, name)) for name in ("radius", "a", "b") if hasattr(manifold, name)
+    ]
     return (min(extent), max(extent))
 
 
@@ -137,7 +149,9 @@ def stationary_angular_law(
     _checks.positive("sigma", sigma)
     _checks.alpha(alpha)
     if tuple(prior.event_shape) != (2,):
-        raise ValueError(f"angular laws need a planar prior (event shape (2,)), got {prior.event_shape}")
+        raise ValueError(
+            f"angular laws need a planar prior (event shape (2,)), got {prior.event_shape}"
+        )
     if not prior.has_logdensity:
         raise ValueError(
             f"prior {prior.name!r} has no log density: the stationary law of a non-conservative "
@@ -156,7 +170,10 @@ def stationary_angular_law(
 
 
 def limit_angular_law(
-    data, alpha: float = 0.0, potential: Callable[[Array], Array] | None = None, num_theta: int = 1440
+    data,
+    alpha: float = 0.0,
+    potential: Callable[[Array], Array] | None = None,
+    num_theta: int = 1440,
 ) -> AngularLaw:
     """The sigma -> 0 limit of the (posterior) law on a planar curve, in its chart parameter.
 
@@ -173,7 +190,9 @@ def limit_angular_law(
     manifold = data.manifold
 
     def log_density(t):
-        out = data.chart_log_density(t) if float(alpha) == 0 else jnp.log(manifold.volume_density(t))
+        out = (
+            data.chart_log_density(t) if float(alpha) == 0 else jnp.log(manifold.volume_density(t))
+        )
         if potential is not None:
             out = out - potential(manifold.chart(t))
         return out

@@ -23,8 +23,15 @@ def _check_against_exact(likelihood, alpha, tol, num_chains=10_000, seed=0):
     law = bip.targets.stationary_angular_law(PRIOR, SIGMA, alpha, likelihood.potential)
     start = DATA.sample(jax.random.key(seed), (num_chains,))
     run = bip.posteriors.sample(
-        jax.random.key(seed + 1), PRIOR, likelihood, sigma=SIGMA, alpha=alpha,
-        num_chains=num_chains, num_steps=3000, thin=500, initial_positions=start,
+        jax.random.key(seed + 1),
+        PRIOR,
+        likelihood,
+        sigma=SIGMA,
+        alpha=alpha,
+        num_chains=num_chains,
+        num_steps=3000,
+        thin=500,
+        initial_positions=start,
         observe=_angles,
     )
     assert not run.divergence.any
@@ -78,13 +85,29 @@ def test_mala_posterior_and_annealed_variant():
     lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([-0.5]), 0.3)
     law = bip.targets.stationary_angular_law(PRIOR, SIGMA, 1.0, lik.potential)
     run = bip.posteriors.sample(
-        jax.random.key(3), PRIOR, lik, sigma=SIGMA, alpha=1.0, num_chains=4000, num_steps=1000,
-        thin=500, method="mala", observe=_angles,
+        jax.random.key(3),
+        PRIOR,
+        lik,
+        sigma=SIGMA,
+        alpha=1.0,
+        num_chains=4000,
+        num_steps=1000,
+        thin=500,
+        method="mala",
+        observe=_angles,
     )
     assert bip.metrics.tv_to_law(run.samples[-1], law) < 0.05
     run = bip.posteriors.sample_annealed(
-        jax.random.key(4), PRIOR, lik, sigmas=bip.samplers.geometric_sigmas(1.0, SIGMA, 10),
-        alpha=1.0, steps_per_level=100, num_chains=4000, num_steps=1000, thin=1000, observe=_angles,
+        jax.random.key(4),
+        PRIOR,
+        lik,
+        sigmas=bip.samplers.geometric_sigmas(1.0, SIGMA, 10),
+        alpha=1.0,
+        steps_per_level=100,
+        num_chains=4000,
+        num_steps=1000,
+        thin=1000,
+        observe=_angles,
     )
     assert bip.metrics.tv_to_law(run.samples[-1], law) < 0.05
 
@@ -98,21 +121,51 @@ def test_sigma_to_zero_limits():
         assert tv < 0.03
     generic = bip.targets.limit_angular_law(DATA, 0.0, lik.potential)
     maxent = bip.targets.limit_angular_law(DATA, 1.0, lik.potential)
-    assert bip.metrics.total_variation(generic.bin_probabilities(), maxent.bin_probabilities()) > 0.1
+    assert (
+        bip.metrics.total_variation(generic.bin_probabilities(), maxent.bin_probabilities()) > 0.1
+    )
 
 
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([jnp.nan]), 0.3), ValueError, "y has 1 non-finite"),
-        (lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([0.1, 0.2]), 0.3), ValueError, r"y has shape \(2,\) but the operator"),
-        (lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([0.1]), 0.0), ValueError, "noise_std must be > 0"),
-        (lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([0.1]), -1.0), ValueError, "noise_std must be > 0"),
-        (lambda: bip.likelihoods.gaussian(lambda x: x[:1], jnp.array([0.1]), 0.3), TypeError, "from_function"),
-        (lambda: bip.operators.from_function(lambda x: np.asarray(x)[:1], (2,)), TypeError, "JAX-traceable"),
+        (
+            lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([jnp.nan]), 0.3),
+            ValueError,
+            "y has 1 non-finite",
+        ),
+        (
+            lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([0.1, 0.2]), 0.3),
+            ValueError,
+            r"y has shape \(2,\) but the operator",
+        ),
+        (
+            lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([0.1]), 0.0),
+            ValueError,
+            "noise_std must be > 0",
+        ),
+        (
+            lambda: bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([0.1]), -1.0),
+            ValueError,
+            "noise_std must be > 0",
+        ),
+        (
+            lambda: bip.likelihoods.gaussian(lambda x: x[:1], jnp.array([0.1]), 0.3),
+            TypeError,
+            "from_function",
+        ),
+        (
+            lambda: bip.operators.from_function(lambda x: np.asarray(x)[:1], (2,)),
+            TypeError,
+            "JAX-traceable",
+        ),
         (
             lambda: bip.posteriors.drift(
-                PRIOR, bip.likelihoods.gaussian(bip.operators.coordinate_projection(3, [0]), jnp.array([0.1]), 0.3), sigma=0.1
+                PRIOR,
+                bip.likelihoods.gaussian(
+                    bip.operators.coordinate_projection(3, [0]), jnp.array([0.1]), 0.3
+                ),
+                sigma=0.1,
             ),
             ValueError,
             "operator takes inputs of shape",

@@ -30,7 +30,9 @@ def test_sampled_angle_law_matches_exact_finite_sigma_target(method, alpha):
     else:
         algo = bip.samplers.mala(lambda x: target.logdensity(x, SIGMA), 3 * h)
     x0 = DATA.sample(jax.random.key(1), (10_000,))
-    result = bip.samplers.run(jax.random.key(2), algo, x0, num_steps=2000, thin=500, observe=_angles)
+    result = bip.samplers.run(
+        jax.random.key(2), algo, x0, num_steps=2000, thin=500, observe=_angles
+    )
     assert not result.divergence.any
     # 10^4 chains, histogram pooled over the last three draws (500 steps apart)
     tv = bip.metrics.tv_to_law(result.samples[-3:], law)
@@ -62,7 +64,9 @@ def test_fig4_reverse_diffusion_deviates_and_tempered_langevin_recovers_uniform(
     assert tv_rd > 0.2
     sigma = 0.01
     ts1 = bip.priors.tempered(corrupted, 1.0)
-    algo = bip.samplers.ula(lambda x: ts1.score(x, sigma), bip.samplers.default_step_size(sigma, 1.0))
+    algo = bip.samplers.ula(
+        lambda x: ts1.score(x, sigma), bip.samplers.default_step_size(sigma, 1.0)
+    )
     run = bip.samplers.run(
         jax.random.key(1), algo, healthy, num_steps=4000, thin=4000, observe=_angles
     )

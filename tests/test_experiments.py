@@ -1,0 +1,90 @@
+"""Rate separation on the circle: sampled and exact critical errors and their slopes."""
+
+import json
+
+import numpy as np
+import pytest
+
+import bip
+from bip import cli, experiments
+
+SIGMAS = [0.3, 0.2, 0.1, 0.05]
+ALPHAS = [0.0, 1.0, 1.5]
+EXPECTED = {"0.0": 0.0, "1.0": -1.0, "1.5": -1.5}
+
+
+def test_critical_size_and_slope_helpers():
+    sizes = np.array([0.1, 1.0, 10.0])
+    assert experiments.critical_size(sizes, [0.0, 0.05, 0.15]) == pytest.approx(np.sqrt(10.0))
+    assert np.isnan(experiments.critical_size(sizes, [0.0, 0.01, 0.02]))
+    assert experiments.fit_slope([0.1, 0.2, 0.4], [8.0, 4.0, 2.0]) == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("observe", [None, (0, -0.5, 0.3)], ids=["prior", "posterior"])
+def test_rate_separation_slopes_sampled_and_exact(observe):
+    sweep = experiments.circle_sweep(
+        SIGMAS,
+        ALPHAS,
+        np.geomspace(0.1, 100.0, 16),
+        observe=observe,
+        num_chains=1000,
+        progress=False,
+    )
+    summary = sweep.summary()
+    for alpha, expected in EXPECTED.items():
+        assert summary["slope"][alpha] == pytest.approx(expected, abs=0.25)
+        assert summary["slope_exact"][alpha] == pytest.approx(expected, abs=0.25)
+        for sigma in summary["eps_star"][alpha]:
+            ratio = summary["eps_star"][alpha][sigma] / summary["eps_star_exact"][alpha][sigma]
+            assert 1 / 1.5 < ratio < 1.5, (alpha, sigma, ratio)
+    if observe is None:  # SCIENCE.md section 5 reference values at sigma = 0.1
+        exact = summary["eps_star_exact"]
+        assert exact["0.0"]["0.1"] == pytest.approx(0.59, rel=0.1)
+        assert exact["1.0"]["0.1"] == pytest.approx(3.19, rel=0.1)
+        assert exact["1.5"]["0.1"] == pytest.approx(10.1, rel=0.1)
+
+
+def test_cli_writes_results_summary_and_figure(tmp_path):
+    out = tmp_path / "run"
+    code = cli.main(
+        [
+            "robustness",
+            "--out",
+            str(out),
+            "--exact-only",
+            "--alphas",
+            "0",
+            "1",
+            "--observe",
+            "0",
+            "-0.5",
+            "0.3",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    records = json.loads((out / "results.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "robustness.png").stat().st_size > 10_000
+    assert {
+        "sigma",
+        "alpha",
+        "error_size",
+        "error_kind",
+        "tv",
+        "mean_distance",
+        "chains",
+        "steps",
+        "seed",
+    } <= set(records[0])
+    assert set(summary["eps_star"]) == {"0.0", "1.0"}
+    assert set(summary["eps_star"]["1.0"]) == {"0.3", "0.2", "0.1", "0.05"}
+    assert summary["slope"]["1.0"] == pytest.approx(-1.0, abs=0.25)
+    assert not list(out.glob(".*tmp"))
+
+
+def test_cli_bad_input_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["robustness", "--out", str(tmp_path), "--alphas", "2.5", "--exact-only"]) == 2
+    assert "alpha must lie in [0, 2)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="sizes must be"):
+        bip.experiments.circle_sweep([0.1], [0.0], sizes=[1.0, 0.5], sample=False)
