@@ -21,6 +21,8 @@ import numpy as np
 from bip import metrics
 from bip.targets import AngularLaw
 
+_CURVE_COLORS = ("k", "C2", "C4", "C5")
+
 
 def angle_histogram_vs_law(
     ax,
@@ -30,6 +32,7 @@ def angle_histogram_vs_law(
     label: str | Sequence[str] = "target",
     sample_label: str = "samples",
     color=None,
+    linestyles: Sequence[str] | None = None,
 ):
     """The sampled angle histogram as a density, with one or more exact laws' curves over it.
 
@@ -40,7 +43,9 @@ def angle_histogram_vs_law(
         num_bins: histogram bins on ``[-pi, pi)``; the TV in the legend uses the same bins.
         label: the name of each law (one string per law).
         sample_label: the name of the histogram.
-        color: histogram colour (matplotlib default if ``None``).
+        color: histogram colour (matplotlib default if ``None``); the curves are drawn in
+            black, green, purple, brown, in order.
+        linestyles: one matplotlib line style per law (default: all solid).
 
     Returns:
         The ``Figure`` holding ``ax``. Each curve's legend entry carries
@@ -54,9 +59,17 @@ def angle_histogram_vs_law(
     width = 2 * math.pi / num_bins
     edges = -math.pi + width * np.arange(num_bins + 1)
     ax.stairs(probabilities / width, edges, fill=True, alpha=0.45, color=color, label=sample_label)
-    for each, name in zip(laws, labels, strict=True):
+    styles = ["-"] * len(laws) if linestyles is None else list(linestyles)
+    for i, (each, name, style) in enumerate(zip(laws, labels, styles, strict=True)):
         tv = metrics.tv_to_law(angles, each, num_bins)
-        ax.plot(each.theta, each.density, lw=1.8, label=f"{name} (TV {tv:.3f})")
+        ax.plot(
+            each.theta,
+            each.density,
+            lw=1.8,
+            ls=style,
+            color=_CURVE_COLORS[i % len(_CURVE_COLORS)],
+            label=f"{name} (TV {tv:.3f})",
+        )
     ax.set_xlim(-math.pi, math.pi)
     ax.set_xticks([-math.pi, -math.pi / 2, 0, math.pi / 2, math.pi])
     ax.set_xticklabels(["$-\\pi$", "$-\\pi/2$", "0", "$\\pi/2$", "$\\pi$"])
@@ -84,3 +97,90 @@ def scatter_on_manifold(ax, x, manifold, max_points: int = 2000, **scatter_kwarg
     ax.scatter(points[:, 0], points[:, 1], **options)
     ax.set_aspect("equal")
     return ax.figure
+
+
+def save_figure(fig, path) -> None:
+    """Save ``fig`` atomically (temporary file in the same directory, then rename)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def robustness(sweep):
+    """The robustness figure of a ``bip.experiments.Sweep``.
+
+    Left: TV rise over the zero-error law against error size, one panel row per alpha, one
+    curve per sigma (solid: sampled, dashed: exact law). Right: ``eps*`` against sigma on
+    log-log axes with the fitted slopes (sampled: markers and solid fit; exact: dashed).
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    records = sweep.records
+    alphas = sorted({r["alpha"] for r in records})
+    sigmas = sorted({r["sigma"] for r in records}, reverse=True)
+    fig, axes = plt.subplots(
+        len(alphas), 2, figsize=(10, 3.2 * len(alphas)), squeeze=False, constrained_layout=True
+    )
+    summary = sweep.summary()
+    for row, alpha in enumerate(alphas):
+        ax = axes[row, 0]
+        for k, sigma in enumerate(sigmas):
+            cell = sorted(
+                (r for r in records if r["alpha"] == alpha and r["sigma"] == sigma),
+                key=lambda r: r["error_size"],
+            )
+            sizes = np.array([r["error_size"] for r in cell[1:]])
+            exact = np.array([r["tv_exact"] for r in cell[1:]])
+            sampled = np.array([r["tv"] for r in cell])
+            color = f"C{k}"
+            if np.all(np.isfinite(sampled)):
+                ax.semilogx(
+                    sizes,
+                    sampled[1:] - sampled[0],
+                    "-o",
+                    ms=3,
+                    color=color,
+                    label=f"sigma={sigma:g}",
+                )
+            ax.semilogx(
+                sizes,
+                exact,
+                "--",
+                color=color,
+                label=None if np.all(np.isfinite(sampled)) else f"sigma={sigma:g}",
+            )
+        ax.axhline(summary["threshold"], color="gray", lw=0.8)
+        ax.set_xlabel("error size eps")
+        ax.set_ylabel("TV rise over eps = 0")
+        ax.set_title(f"alpha = {alpha:g} (solid: sampled, dashed: exact law)")
+        ax.legend(fontsize=7)
+        ax = axes[row, 1]
+        key = repr(float(alpha))
+        modes = (("eps_star", "o-", "slope"), ("eps_star_exact", "s--", "slope_exact"))
+        for mode, style, slope_key in modes:
+            per_sigma = summary[mode].get(key, {})
+            if not per_sigma:
+                continue
+            s = np.array([float(v) for v in per_sigma])
+            e = np.array([per_sigma[v] for v in per_sigma])
+            label = "sampled" if mode == "eps_star" else "exact"
+            slope = summary[slope_key].get(key, float("nan"))
+            ax.loglog(s, e, style, label=f"{label}: slope {slope:.2f}")
+        ax.set_xlabel("sigma")
+        ax.set_ylabel("critical error eps*")
+        ax.set_title(f"alpha = {alpha:g}: expected slope {-alpha:g}")
+        ax.legend(fontsize=8)
+    return fig
