@@ -104,14 +104,18 @@ class _ExactParams:
     process: str = struct.field(pytree_node=False, default="ve")
 
 
+def _exact_smoothed(params: _ExactParams, x, sigma):
+    batch = x.shape[: x.ndim - len(params.data.event_shape)]
+    sigma = jnp.broadcast_to(sigma, batch)
+    return params.data.smoothed(x, sigma, _gamma(params.process, sigma))
+
+
 def _exact_score(params: _ExactParams, x, sigma):
-    sigma = jnp.broadcast_to(sigma, x.shape[:-1])
-    return params.data.smoothed(x, sigma, _gamma(params.process, sigma))[1]
+    return _exact_smoothed(params, x, sigma)[1]
 
 
 def _exact_logdensity(params: _ExactParams, x, sigma):
-    sigma = jnp.broadcast_to(sigma, x.shape[:-1])
-    return params.data.smoothed(x, sigma, _gamma(params.process, sigma))[0]
+    return _exact_smoothed(params, x, sigma)[0]
 
 
 def exact(data, process: str = "ve") -> ScorePrior:
