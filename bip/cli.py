@@ -1,6 +1,7 @@
 """The ``bip`` command line: canonical problems and experiments on shipped defaults.
 
     bip robustness [--out DIR] [--observe COORD VALUE NOISE] [--full | --fast]
+    bip solve SPEC [--out DIR] [--overwrite]
     bip train RECIPE --out DIR
 
 Run ``bip COMMAND --help`` for the options.
@@ -85,6 +86,35 @@ def _add_robustness(subparsers) -> None:
     p.set_defaults(func=_robustness)
 
 
+def _solve(args: argparse.Namespace) -> int:
+    from bip import solve
+
+    out = args.out or str(Path("runs") / Path(args.spec).stem)
+    report = solve.solve(args.spec, out, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"bip solve {args.spec}: done in {report['seconds']:.1f} s -> {Path(out).resolve()}")
+    for key, value in report.items():
+        if key not in ("name", "divergence"):
+            print(f"  {key}: {value}")
+    print(f"  {report['divergence']}")
+    return 0
+
+
+def _add_solve(subparsers) -> None:
+    p = subparsers.add_parser(
+        "solve",
+        help="solve a canonical problem from a spec in problems/",
+        description=(
+            "Run a problem spec (TOML): sample the posterior, write samples.npz, report.json "
+            "and figure.png to --out (default runs/<spec name>), atomically."
+        ),
+    )
+    p.add_argument("spec", help="path to a problem spec, e.g. problems/circle-toy.toml")
+    p.add_argument("--out", default=None, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_solve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bip", description="Bayesian inverse problems with learned score priors."
@@ -94,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_robustness(sub)
+    _add_solve(sub)
     from bip import train
 
     train.add_cli(sub)
@@ -106,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_enable_x64", not args.float32)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"bip {args.command}: error: {err}", file=sys.stderr)
         return 2
 
