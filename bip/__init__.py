@@ -14,12 +14,17 @@ _SUBMODULES = (
     "likelihoods",
     "manifolds",
     "metrics",
+    "networks",
     "operators",
     "plots",
     "posteriors",
     "priors",
+    "problems",
+    "profile",
     "samplers",
+    "solve",
     "targets",
+    "train",
 )
 
 

@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -198,13 +199,19 @@ class ScoreNet(nnx.Module):
 def build_network(config: Mapping[str, Any], rng_key: Array | int = 0) -> ScoreNet:
     """A ``ScoreNet`` from a config mapping (``ScoreNet.config``), initialised from ``rng_key``.
 
-    The initialisation runs as one jitted program (much faster than op-by-op on a CPU).
+    The initialisation runs as one jitted program, compiled once per config (op-by-op
+    initialisation is slow on a CPU).
     """
-    config = dict(config)
     key = jax.random.key(rng_key) if isinstance(rng_key, int) else rng_key
+    graphdef, init = _initializer(tuple(sorted(dict(config).items())))
+    return nnx.merge(graphdef, init(key))
+
+
+@functools.lru_cache(maxsize=32)
+def _initializer(config_items: tuple):
+    config = dict(config_items)
     graphdef, _ = nnx.split(abstract_network(config))
-    state = jax.jit(lambda k: nnx.split(ScoreNet(**config, rngs=nnx.Rngs(k)))[1])(key)
-    return nnx.merge(graphdef, state)
+    return graphdef, jax.jit(lambda k: nnx.split(ScoreNet(**config, rngs=nnx.Rngs(k)))[1])
 
 
 def abstract_network(config: Mapping[str, Any]) -> ScoreNet:
@@ -249,7 +256,9 @@ def network_prior(
     Returns:
         A ``ScorePrior`` with ``params = NetworkParams(state, graphdef)``: the weights are the
         pytree leaves, so ``prior.replace(params=prior.params.replace(state=other))`` swaps
-        weights without retracing a jitted function of the prior. ``logdensity_fn`` is None.
+        weights without retracing a jitted function of the prior (so does a second prior
+        built from a net of the same architecture, with the same ``name`` and manifold type:
+        those are part of the pytree structure). ``logdensity_fn`` is None.
 
     Example:
         >>> net = ScoreNet(dim=2, width=32, depth=2, rngs=nnx.Rngs(0))
@@ -299,9 +308,9 @@ def weights_to_bytes(model_or_state: ScoreNet | nnx.State, metadata: dict | None
         _path_key(path): np.ascontiguousarray(np.asarray(var.get_value()))
         for path, var in nnx.to_flat_state(state)
     }
-    meta = {"format": FORMAT}
-    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
-    return safetensors.numpy.save(tensors, metadata=meta)
+    # one metadata key: safetensors orders several keys arbitrarily, one keeps the bytes stable
+    meta = {"format": FORMAT, **{str(k): str(v) for k, v in (metadata or {}).items()}}
+    return safetensors.numpy.save(tensors, metadata={"bip": json.dumps(meta, sort_keys=True)})
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -385,22 +394,28 @@ def available_priors(root: str | os.PathLike | None = None) -> list[str]:
 
 
 def _resolve_prior_dir(path_or_name: str | os.PathLike) -> Path:
-    candidate = Path(path_or_name)
-    explicit = isinstance(path_or_name, os.PathLike) or os.sep in str(path_or_name)
+    text = os.fspath(path_or_name)
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    explicit = (
+        isinstance(path_or_name, os.PathLike)
+        or any(sep in text for sep in separators)
+        or text in (".", "..")
+    )
+    if not explicit:  # a bare name: priors/<name>/ first, then a folder in the working dir
+        for folder in (PRIORS_DIR / text, Path(text)):
+            if (folder / CARD_FILE).is_file():
+                return folder
+        names = available_priors()
+        raise ValueError(
+            f"unknown prior {text!r}: available priors in {PRIORS_DIR} are "
+            f"{', '.join(names) if names else '(none)'}; or pass a folder path"
+        )
+    candidate = Path(text)
     if candidate.is_file():
         return candidate.parent
-    if candidate.is_dir() and (explicit or (candidate / CARD_FILE).exists()):
+    if candidate.is_dir():
         return candidate
-    if explicit:
-        raise FileNotFoundError(f"prior folder {candidate} does not exist")
-    named = PRIORS_DIR / str(path_or_name)
-    if (named / CARD_FILE).is_file():
-        return named
-    names = available_priors()
-    raise ValueError(
-        f"unknown prior {str(path_or_name)!r}: available priors in {PRIORS_DIR} are "
-        f"{', '.join(names) if names else '(none)'}; or pass a folder path"
-    )
+    raise FileNotFoundError(f"prior folder {candidate} does not exist")
 
 
 def read_card(folder: str | os.PathLike) -> dict[str, Any]:

@@ -148,6 +148,18 @@ def exact(data, process: str = "ve") -> ScorePrior:
     )
 
 
+def load(path_or_name: str):
+    """Load a shipped trained prior (``priors/<name>/``) or one at a path; see
+    ``bip.networks.load_prior``. The weights' sha256 is checked.
+
+    Example:
+        >>> prior = bip.priors.load("circle-vonmises")
+    """
+    from bip.networks import load_prior
+
+    return load_prior(path_or_name)
+
+
 # --------------------------------------------------------------------------- transforms
 
 

@@ -21,8 +21,9 @@ Example:
     >>> noisy = bip.priors.with_error(exact, bip.errors.rotational(), size=0.1, beta=-1.0)
     >>> prof = bip.profile.score_error_profile(
     ...     noisy, exact, law, jnp.geomspace(0.01, 0.3, 8), jax.random.key(0))
-    >>> round(prof["beta"], 1), prof["alpha_range"]
-    (-1.0, (1.0..., 2.0))
+    >>> round(prof["beta"], 1)            # the injected exponent is recovered
+    -1.0
+    >>> prof["alpha_range"]                # (max(-beta, 0), 2), about (1.0, 2.0)
 """
 
 from __future__ import annotations
