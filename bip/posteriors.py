@@ -20,9 +20,11 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bip import _checks, samplers
 from bip.priors import ScorePrior, tempered
@@ -196,3 +198,118 @@ def sample_annealed(
         c=c,
         **run_kwargs,
     )
+
+
+class NoiseLevelRun(NamedTuple):
+    """Joint samples of ``x`` ``(draws, chains, *event)`` and the noise level ``(draws, chains)``."""
+
+    x: Array
+    noise_std: Array
+    run: samplers.Run
+
+
+def sample_with_noise_level(
+    rng_key: Array,
+    prior: ScorePrior,
+    operator,
+    y: Array,
+    noise_prior,
+    *,
+    sigma: float,
+    alpha: float = 0.0,
+    num_chains: int = 1000,
+    num_steps: int = 1000,
+    initial_positions: Array | None = None,
+    step: float | None = None,
+    c: float = 0.1,
+    **run_kwargs,
+) -> NoiseLevelRun:
+    """Sample ``x`` and an unknown Gaussian noise level ``s`` jointly (ULA).
+
+    ``y = A(x) + s z`` with a NumPyro hyperprior ``s ~ noise_prior`` (positive support, e.g.
+    ``dist.HalfNormal(0.5)`` or ``dist.LogNormal(...)``). The chain runs on ``(x, log s)``:
+    the ``x`` drift is ``sigma^alpha s_hat(x, sigma) + grad_x log p(y | x, s)``, the ``log s``
+    drift the gradient of ``log p(y | x, s) + log p(s) + log s`` (autodiff). The default step
+    is ``c * min(sigma^(2 - alpha), s_lo^2 / ||A||^2)`` with ``s_lo`` the hyperprior's 10%
+    quantile (estimated from 4096 draws).
+
+    Example:
+        >>> import numpyro.distributions as dist
+        >>> out = bip.posteriors.sample_with_noise_level(key, prior, A, y, dist.HalfNormal(0.5),
+        ...                                              sigma=0.1, num_chains=1000)
+        >>> out.noise_std.mean()
+    """
+    from numpyro.distributions import constraints
+
+    from bip.likelihoods import _check_observation
+
+    y = _check_observation(operator, y)
+    if getattr(noise_prior, "support", None) is not constraints.positive:
+        raise ValueError("noise_prior must be a NumPyro distribution on (0, inf), e.g. HalfNormal")
+    event = tuple(prior.event_shape)
+    if tuple(operator.input_shape) != event:
+        raise ValueError(
+            f"the operator takes inputs of shape {tuple(operator.input_shape)} but the prior's "
+            f"events have shape {event}"
+        )
+    num_chains = _checks.integer("num_chains", num_chains)
+    size = int(np.prod(event))
+    target = tempered(prior, alpha)
+
+    def log_joint(x, log_s):
+        s = jnp.exp(log_s)
+        r = (operator(x) - y) / s
+        log_lik = -0.5 * jnp.sum(r**2) - y.size * log_s
+        return log_lik + noise_prior.log_prob(s) + log_s
+
+    def drift(z):
+        x, log_s = z[:size].reshape(event), z[size]
+        gx, gs = jax.grad(log_joint, argnums=(0, 1))(x, log_s)
+        gx = gx + target.score(x, sigma)
+        return jnp.concatenate([gx.ravel(), gs[None]])
+
+    k_lo, k_init, k_run = jax.random.split(rng_key, 3)
+    draws = noise_prior.sample(k_lo, (4096,))
+    s_lo = float(jnp.quantile(draws, 0.1))
+    if step is None:
+        norm = 1.0
+        if getattr(operator, "linear", False):
+            from bip.operators import operator_norm
+
+            norm = float(operator_norm(operator, jax.random.key(0)))
+        step = samplers.default_step_size(sigma, alpha, c=c, lipschitz=norm**2 / s_lo**2)
+    if initial_positions is None:
+        initial_positions = default_initial_positions(k_init, prior, num_chains)
+    x0 = jnp.asarray(initial_positions).reshape(num_chains, size)
+    log_s0 = jnp.full((num_chains, 1), jnp.log(jnp.median(draws)), x0.dtype)
+    run = samplers.run(
+        k_run,
+        samplers.ula(drift, step),
+        jnp.concatenate([x0, log_s0], axis=1),
+        num_steps,
+        **run_kwargs,
+    )
+    z = run.samples
+    return NoiseLevelRun(z[..., :size].reshape(z.shape[:2] + event), jnp.exp(z[..., size]), run)
+
+
+def marginal_noise_potential(operator, y: Array, noise_prior, num_nodes: int = 400):
+    """``v(x) = -log int N(y; A(x), s^2 I) p(s) ds`` by quadrature in ``log s`` (for exact
+    references of ``sample_with_noise_level``); batched ``(..., *event) -> (...)``."""
+    draws = noise_prior.sample(jax.random.key(0), (4096,))
+    lo, hi = jnp.log(jnp.quantile(draws, 1e-4)), jnp.log(jnp.quantile(draws, 1 - 1e-4))
+    log_s = jnp.linspace(lo, hi, num_nodes)
+    weight = jnp.log(hi - lo) - jnp.log(num_nodes) + noise_prior.log_prob(jnp.exp(log_s)) + log_s
+    y = jnp.asarray(y)
+
+    def potential(x):
+        pred = operator(x)
+        diff = pred - jnp.broadcast_to(y, pred.shape)
+        sq = jnp.sum(diff**2, axis=tuple(range(pred.ndim - y.ndim, pred.ndim)))
+        scale = jnp.broadcast_to(jnp.exp(2 * log_s), sq.shape + log_s.shape)
+        log_lik = -0.5 * sq[..., None] / scale - jnp.broadcast_to(
+            y.size * log_s + 0.5 * y.size * jnp.log(2 * jnp.pi), scale.shape
+        )
+        return -jax.scipy.special.logsumexp(log_lik + jnp.broadcast_to(weight, scale.shape), -1)
+
+    return potential

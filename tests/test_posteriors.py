@@ -175,3 +175,33 @@ def test_sigma_to_zero_limits():
 def test_bad_inverse_problem_input_is_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_unknown_noise_level_with_hyperprior_sampled_jointly(alpha):
+    y = jnp.array([-0.5])
+    noise_prior = dist.HalfNormal(0.5)
+    out = bip.posteriors.sample_with_noise_level(
+        jax.random.key(5),
+        PRIOR,
+        OBSERVE_X1,
+        y,
+        noise_prior,
+        sigma=SIGMA,
+        alpha=alpha,
+        num_chains=4000,
+        num_steps=2000,
+        thin=500,
+        initial_positions=DATA.sample(jax.random.key(6), (4000,)),
+    )
+    assert out.x.shape == (4, 4000, 2) and out.noise_std.shape == (4, 4000)
+    potential = bip.posteriors.marginal_noise_potential(OBSERVE_X1, y, noise_prior)
+    law = bip.targets.stationary_angular_law(PRIOR, SIGMA, alpha, potential)
+    tv = bip.metrics.tv_to_law(_angles(out.x[-2:]), law)
+    assert tv < 0.05, tv
+    # the noise level is learned: its posterior differs from the hyperprior (mean 0.4)
+    fixed = bip.targets.stationary_angular_law(
+        PRIOR, SIGMA, alpha, bip.likelihoods.gaussian(OBSERVE_X1, y, 0.05).potential
+    )
+    assert bip.metrics.total_variation(law.bin_probabilities(), fixed.bin_probabilities()) > 0.1
+    assert 0.1 < float(out.noise_std[-2:].mean()) < 0.6
