@@ -201,7 +201,7 @@ def sample_annealed(
 
 
 class NoiseLevelRun(NamedTuple):
-    """Joint samples of ``x`` ``(draws, chains, *event)`` and the noise level ``(draws, chains)``."""
+    """Joint draws: ``x`` ``(draws, chains, *event)``, noise level ``(draws, chains)``."""
 
     x: Array
     noise_std: Array

@@ -194,7 +194,7 @@ def test_unknown_noise_level_with_hyperprior_sampled_jointly(alpha):
         thin=500,
         initial_positions=DATA.sample(jax.random.key(6), (4000,)),
     )
-    assert out.x.shape == (4, 4000, 2) and out.noise_std.shape == (4, 4000)
+    assert out.x.shape == (6, 4000, 2) and out.noise_std.shape == (6, 4000)
     potential = bip.posteriors.marginal_noise_potential(OBSERVE_X1, y, noise_prior)
     law = bip.targets.stationary_angular_law(PRIOR, SIGMA, alpha, potential)
     tv = bip.metrics.tv_to_law(_angles(out.x[-2:]), law)
