@@ -190,7 +190,7 @@ def test_unknown_noise_level_with_hyperprior_sampled_jointly(alpha):
         sigma=SIGMA,
         alpha=alpha,
         num_chains=4000,
-        num_steps=2000,
+        num_steps=3000,
         thin=500,
         initial_positions=DATA.sample(jax.random.key(6), (4000,)),
     )
