@@ -23,7 +23,9 @@ _SUBMODULES = (
     "problems",
     "profile",
     "samplers",
+    "sharding",
     "solve",
+    "streaming",
     "targets",
     "train",
 )

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bip import _checks, errors, manifolds, metrics, priors, samplers, targets
+from bip import _checks, errors, manifolds, metrics, priors, samplers, sharding, targets
 
 Array = jax.Array
 
@@ -133,9 +133,15 @@ def _zero_error_start(rng_key, law: targets.AngularLaw, num: int) -> Array:
     return jnp.stack([jnp.cos(theta), jnp.sin(theta)], -1)
 
 
-def _make_sampler(base_prior, error, likelihood, num_snapshots: int):
-    """One jitted function running all (size, chain) pairs of one (sigma, alpha) cell."""
+def _make_sampler(base_prior, error, likelihood, num_snapshots: int, mesh=None):
+    """One jitted function running all (size, chain) pairs of one (sigma, alpha) cell.
+
+    With a ``mesh`` the (size, chain) axis is split over its devices (per-chain keys, so the
+    result does not depend on the number of devices)."""
     kernel = samplers.build_kernel()
+
+    def shard(tree, chain_axis=0):
+        return sharding.constrain(tree, mesh, chain_axis)
 
     @jax.jit
     def run_cell(rng_key, x0, sizes, sigma, alpha, step, num_steps):
@@ -155,7 +161,7 @@ def _make_sampler(base_prior, error, likelihood, num_snapshots: int):
 
         def body(i, carry):
             x, snaps = carry
-            keys = jax.random.split(jax.random.fold_in(rng_key, i), x.shape[0])
+            keys = shard(jax.random.split(jax.random.fold_in(rng_key, i), x.shape[0]))
             x = jax.vmap(
                 lambda k, xi, s: (
                     kernel(k, samplers.LangevinState(xi), drift_for(s), step)[0].position
@@ -170,10 +176,10 @@ def _make_sampler(base_prior, error, likelihood, num_snapshots: int):
                 lambda s: s,
                 snaps,
             )
-            return x, snaps
+            return shard(x), shard(snaps, 1)
 
-        snaps = jnp.zeros((num_snapshots, x0.shape[0]), x0.dtype)
-        return jax.lax.fori_loop(0, num_steps, body, (x0, snaps))
+        snaps = shard(jnp.zeros((num_snapshots, x0.shape[0]), x0.dtype), 1)
+        return jax.lax.fori_loop(0, num_steps, body, (shard(x0), snaps))
 
     return run_cell
 
@@ -218,6 +224,7 @@ def circle_sweep(
     seed: int = 0,
     sample: bool = True,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Sweep:
     """Rate-separation sweep on the unit circle with a von Mises data law.
 
@@ -234,6 +241,9 @@ def circle_sweep(
             ``h = c * min(sigma^(2 - alpha), 1/L)``.
         num_snapshots: histogram draws pooled over the second half of each run.
         sample: also run the sampled version (else exact laws only).
+        mesh: a ``jax.sharding.Mesh`` (e.g. ``bip.sharding.chain_mesh()``) to split the chains
+            of each cell (``(len(sizes) + 1) * num_chains`` of them, which must be a multiple
+            of ``mesh.size``) over its devices; the results do not depend on it.
     """
     for s in sigmas:
         _checks.positive("sigma", s)
@@ -243,6 +253,10 @@ def circle_sweep(
     if sizes.ndim != 1 or np.any(sizes <= 0) or np.any(np.diff(sizes) <= 0):
         raise ValueError("sizes must be a 1-D ascending array of positive error sizes")
     num_chains = _checks.integer("num_chains", num_chains)
+    if sample:
+        sharding.check_divisible(
+            (sizes.size + 1) * num_chains, mesh, "chains per cell ((len(sizes) + 1) * num_chains)"
+        )
     error = error if error is not None else errors.angular_cosine(2.0)
     circle = manifolds.Circle()
     prior = priors.exact(manifolds.VonMises(circle, kappa=kappa, loc=loc))
@@ -274,7 +288,7 @@ def circle_sweep(
         "bins": NUM_BINS,
     }
     sweep = Sweep(config=config)
-    run_cell = _make_sampler(prior, error, likelihood, num_snapshots) if sample else None
+    run_cell = _make_sampler(prior, error, likelihood, num_snapshots, mesh) if sample else None
     exact_bins = _make_exact(prior, error, potential)
     cells = [(a, s) for a in alphas for s in sigmas]
     bar = None
@@ -307,8 +321,9 @@ def circle_sweep(
             law0 = targets.stationary_angular_law(prior, sigma, alpha, potential, 720, 200)
             x0 = _zero_error_start(k_start, law0, all_sizes.size * num_chains)
             chain_sizes = jnp.repeat(jnp.asarray(all_sizes), num_chains)
+            x0, chain_sizes = sharding.put((x0, chain_sizes), mesh)
             x, snaps = run_cell(k_run, x0, chain_sizes, sigma, alpha, h, num_steps)
-            x, snaps = np.asarray(x), np.asarray(snaps)
+            x, snaps = sharding.to_host(x), sharding.to_host(snaps)
             if not np.all(np.isfinite(x)):
                 raise FloatingPointError(
                     f"chains diverged in the sweep cell sigma={sigma}, alpha={alpha}: lower c "

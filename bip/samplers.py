@@ -9,7 +9,10 @@ the whole chain and ``vmap``s the step over chains.
   BlackJAX's ``sgld`` kernel fed the full (exact) drift. Works for score-only priors.
 - ``mala(logdensity_fn, step_size)``: BlackJAX's MALA, where a log density exists.
 - ``run(rng_key, algorithm, positions, num_steps, ...)``: the jitted multi-chain loop with
-  thinning, burn-in, a progress bar and divergence detection.
+  thinning, burn-in, a progress bar and divergence detection; ``statistics=`` folds every
+  kept draw into streaming statistics (``bip.streaming``; with ``keep_samples=False`` memory
+  is O(chains), not O(chains x steps)) and ``mesh=`` shards the chains over devices
+  (``bip.sharding.chain_mesh()``; the same seed gives the same draws on any device count).
 - ``reverse_diffusion(...)``: VE reverse diffusion (Euler-Maruyama over a geometric sigma
   schedule) and predictor-corrector with a standard or tempered Langevin corrector.
 
@@ -38,8 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.base import SamplingAlgorithm
+from jax.sharding import Mesh
 
-from bip import _checks
+from bip import _checks, sharding, streaming
 
 Array = jax.Array
 
@@ -185,6 +189,10 @@ class Run(NamedTuple):
         diverged_at: ``(num_chains,)`` step index of the divergence (-1 if none).
         info_mean: per-chain mean over all steps of every info field (e.g. MALA acceptance).
         divergence: the human-readable report.
+        statistics: the finalized ``bip.streaming`` statistics (same structure as passed to
+            ``run(statistics=...)``), or None.
+
+    ``samples`` is None when ``run(..., keep_samples=False)``.
     """
 
     samples: Any
@@ -193,11 +201,14 @@ class Run(NamedTuple):
     diverged_at: Array
     info_mean: Any
     divergence: DivergenceReport
+    statistics: Any = None
 
     @property
     def healthy_samples(self):
         """``samples`` restricted to chains that never diverged."""
-        keep = ~np.asarray(self.diverged)
+        if self.samples is None:
+            raise ValueError("no samples were kept: run(..., keep_samples=False)")
+        keep = ~sharding.to_host(self.diverged)
         return jax.tree_util.tree_map(lambda s: s[:, keep], self.samples)
 
 
@@ -210,9 +221,9 @@ _DEFAULT_HINT = (
 
 
 def _report(diverged, diverged_at, on_divergence: str) -> DivergenceReport:
-    diverged = np.asarray(diverged)
+    diverged = sharding.to_host(diverged)
     bad = np.flatnonzero(diverged)
-    report = DivergenceReport(bad, np.asarray(diverged_at)[bad], diverged.size, _DEFAULT_HINT)
+    report = DivergenceReport(bad, sharding.to_host(diverged_at)[bad], diverged.size, _DEFAULT_HINT)
     if report.any and on_divergence == "raise":
         raise DivergenceError(str(report))
     if report.any and on_divergence == "warn":
@@ -280,11 +291,14 @@ def run(
     max_norm: float = 1e8,
     on_divergence: str = "warn",
     progress: bool | None = None,
+    statistics: streaming.StatisticsLike | None = None,
+    keep_samples: bool = True,
+    mesh: Mesh | None = None,
 ) -> Run:
     """Run ``num_chains`` chains of ``algorithm`` in one jitted ``lax.scan``, vmapped over chains.
 
     Args:
-        rng_key: PRNG key; the same key gives the same result.
+        rng_key: PRNG key; the same key gives the same result (on any number of devices).
         algorithm: a BlackJAX ``SamplingAlgorithm`` for ONE chain (``ula``, ``mala``, or any
             BlackJAX kernel whose state has a ``position``).
         initial_positions: ``(num_chains, *event)``.
@@ -298,6 +312,16 @@ def run(
         on_divergence: ``"warn"`` (a ``DivergenceWarning`` naming the chains), ``"raise"``
             (``DivergenceError``) or ``"ignore"``; the report is in the result either way.
         progress: show a progress bar (default: when ``num_chains * steps > 10^8``).
+        statistics: ``bip.streaming`` statistics (one, a list/tuple, or a dict of them)
+            updated with every kept draw ``observe(position)``; diverged chains stop
+            contributing. Finalized into ``Run.statistics`` (same structure).
+        keep_samples: store every kept draw in ``Run.samples`` (memory
+            ``num_steps // thin x num_chains``); False keeps only the statistics, the final
+            state and the diagnostics, so memory does not grow with the number of steps.
+        mesh: a ``jax.sharding.Mesh`` (e.g. ``bip.sharding.chain_mesh()``) to split the chains
+            over its devices; ``num_chains`` must be a multiple of ``mesh.size``. The chain
+            arrays of the result stay sharded. Keys are per chain, so the draws do not depend
+            on the number of devices.
 
     Returns:
         A ``Run`` with ``samples`` of shape ``(num_steps // thin, num_chains, ...)``.
@@ -313,6 +337,8 @@ def run(
         raise ValueError("initial_positions must have a leading chain axis")
     _checks.finite("initial_positions", positions)
     num_chains = positions.shape[0]
+    sharding.check_divisible(num_chains, mesh)
+    stat = None if statistics is None else streaming.combine(statistics)
     num_kept = num_steps // thin
     total = burn_in + num_kept * thin
     if progress is None:
@@ -321,9 +347,12 @@ def run(
     observe = observe if observe is not None else (lambda x: x)
     report_every = max(1, total // 100)
 
+    def shard(tree):
+        return sharding.constrain(tree, mesh)
+
     def one_step(carry, step_index):
         state, diverged, diverged_at, info_sum = carry
-        keys = jax.random.split(jax.random.fold_in(rng_key, step_index), num_chains)
+        keys = shard(jax.random.split(jax.random.fold_in(rng_key, step_index), num_chains))
         new_state, info = jax.vmap(algorithm.step)(keys, state)
         ok = _chain_ok(new_state.position, max_norm) & ~diverged
         newly = ~ok & ~diverged
@@ -338,31 +367,44 @@ def run(
                 lambda: jax.debug.callback(bar.update, step_index + 1),
                 lambda: None,
             )
-        return (state, diverged | newly, diverged_at, info_sum), None
+        return shard((state, diverged | newly, diverged_at, info_sum)), None
 
     def block(carry, block_index):
+        chains, stat_state = carry
         start = burn_in + block_index * thin
-        carry, _ = jax.lax.scan(one_step, carry, start + jnp.arange(thin))
-        return carry, jax.vmap(observe)(carry[0].position)
+        chains, _ = jax.lax.scan(one_step, chains, start + jnp.arange(thin))
+        draws = shard(jax.vmap(observe)(chains[0].position))
+        if stat is not None:
+            stat_state = stat.update(stat_state, draws, ~chains[1])
+        return (chains, stat_state), (draws if keep_samples else None)
 
     @jax.jit
     def loop(positions):
-        state = jax.vmap(algorithm.init)(positions)
+        state = shard(jax.vmap(algorithm.init)(shard(positions)))
         _, info_shape = jax.eval_shape(
             jax.vmap(algorithm.step), jax.random.split(rng_key, num_chains), state
         )
         info_sum = jax.tree_util.tree_map(
             lambda s: jnp.zeros(s.shape, jnp.result_type(s.dtype, float)), info_shape
         )
-        carry = (state, jnp.zeros(num_chains, bool), jnp.full(num_chains, -1), info_sum)
+        chains = (state, jnp.zeros(num_chains, bool), jnp.full(num_chains, -1), info_sum)
+        chains = shard(chains)
         if burn_in:
-            carry, _ = jax.lax.scan(one_step, carry, jnp.arange(burn_in))
-        carry, samples = jax.lax.scan(block, carry, jnp.arange(num_kept))
-        return carry, samples
+            chains, _ = jax.lax.scan(one_step, chains, jnp.arange(burn_in))
+        stat_state = None
+        if stat is not None:
+            stat_state = stat.init(jax.vmap(observe)(chains[0].position))
+        (chains, stat_state), samples = jax.lax.scan(
+            block, (chains, stat_state), jnp.arange(num_kept)
+        )
+        results = None if stat is None else stat.finalize(stat_state)
+        return chains, samples, results
 
     try:
-        (state, diverged, diverged_at, info_sum), samples = loop(positions)
-        jax.block_until_ready(samples)
+        (state, diverged, diverged_at, info_sum), samples, results = loop(
+            sharding.put(positions, mesh)
+        )
+        jax.block_until_ready((state, samples, results))
     finally:
         bar.close()
     steps_ok = jnp.maximum(jnp.where(diverged, diverged_at, total), 1)
@@ -370,7 +412,7 @@ def run(
         lambda s: s / steps_ok.reshape(steps_ok.shape + (1,) * (s.ndim - 1)), info_sum
     )
     report = _report(diverged, diverged_at, on_divergence)
-    return Run(samples, state, diverged, diverged_at, info_mean, report)
+    return Run(samples, state, diverged, diverged_at, info_mean, report, results)
 
 
 # --------------------------------------------------------------------------- diffusion
@@ -405,6 +447,7 @@ def reverse_diffusion(
     corrector_c: float = 0.1,
     max_norm: float = 1e8,
     on_divergence: str = "warn",
+    mesh: Mesh | None = None,
 ) -> DiffusionResult:
     """VE reverse diffusion, optionally with a Langevin corrector (predictor-corrector).
 
@@ -418,11 +461,14 @@ def reverse_diffusion(
         prior: a ``ScorePrior`` (any score: exact, learned, corrupted).
         num_chains: number of independent samples.
         sigmas: decreasing noise levels ``(L,)``, e.g. ``geometric_sigmas(2.0, 0.01, 1000)``.
+        mesh: a ``jax.sharding.Mesh`` to split the chains over its devices (``num_chains``
+            a multiple of ``mesh.size``); the draws do not depend on the number of devices.
 
     Returns:
         ``DiffusionResult`` with positions at the last level ``sigmas[-1]``.
     """
     num_chains = _checks.integer("num_chains", num_chains)
+    sharding.check_divisible(num_chains, mesh)
     corrector_steps = _checks.integer("corrector_steps", corrector_steps, minimum=0)
     _check_on_divergence(on_divergence)
     _checks.alpha(corrector_alpha)
@@ -436,6 +482,9 @@ def reverse_diffusion(
     kernel = build_kernel()
     init_key, level_key = jax.random.split(rng_key)
 
+    def shard(tree):
+        return sharding.constrain(tree, mesh)
+
     def corrector(key, x, sigma):
         h = corrector_c * sigma ** (2.0 - corrector_alpha)
 
@@ -444,10 +493,10 @@ def reverse_diffusion(
 
         def body(i, carry):
             state, ok = carry
-            keys = jax.random.split(jax.random.fold_in(key, i), num_chains)
+            keys = shard(jax.random.split(jax.random.fold_in(key, i), num_chains))
             new, _ = jax.vmap(lambda k, s: kernel(k, s, drift, h))(keys, state)
             good = _chain_ok(new.position, max_norm) & ok
-            return _tree_where(good, new, state), good
+            return shard((_tree_where(good, new, state), good))
 
         return body, LangevinState(x)
 
@@ -461,16 +510,16 @@ def reverse_diffusion(
             state, ok = jax.lax.fori_loop(0, corrector_steps, body, (state, ok))
             x = state.position
         dt = sigma**2 - sigma_next**2
-        noise = jax.random.normal(k_pred, x.shape, x.dtype)
+        noise = shard(jax.random.normal(k_pred, x.shape, x.dtype))
         new = x + dt * prior.score(x, sigma) + jnp.sqrt(dt) * noise
         good = _chain_ok(new, max_norm) & ok
         diverged_at = jnp.where(ok_before & ~good, index, diverged_at)
-        return (_tree_where(good, new, x), good, diverged_at), None
+        return shard((_tree_where(good, new, x), good, diverged_at)), None
 
     @jax.jit
     def loop(sigmas):
         x0 = sigmas[0] * jax.random.normal(init_key, (num_chains,) + event, sigmas.dtype)
-        carry = (x0, jnp.ones(num_chains, bool), jnp.full(num_chains, -1))
+        carry = shard((x0, jnp.ones(num_chains, bool), jnp.full(num_chains, -1)))
         levels = (jnp.arange(sigmas.shape[0] - 1), sigmas[:-1], sigmas[1:])
         carry, _ = jax.lax.scan(level, carry, levels)
         return carry
