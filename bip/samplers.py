@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -97,6 +98,7 @@ def build_kernel() -> Callable:
         new_position = sgld_kernel(
             rng_key, state.position, lambda _x, _batch: drift, None, step_size, temperature
         )
+        new_position = new_position.astype(state.position.dtype)  # BlackJAX noise is float64
         return LangevinState(new_position), LangevinInfo(jnp.sum(drift**2))
 
     return kernel
@@ -279,6 +281,98 @@ class _Progress:
             self.bar.close()
 
 
+_ACTIVE_BAR: list = [None]
+
+
+def _identity(x):
+    return x
+
+
+def _update_active_bar(done):
+    if _ACTIVE_BAR[0] is not None:
+        _ACTIVE_BAR[0].update(done)
+
+
+def _build_loop(
+    algorithm,
+    num_chains,
+    thin,
+    burn_in,
+    num_kept,
+    observe,
+    max_norm,
+    progress,
+    report_every,
+    stat,
+    keep_samples,
+    mesh,
+):
+    """The jitted multi-chain loop ``(rng_key, positions) -> (chains, samples, statistics)``."""
+
+    def shard(tree):
+        return sharding.constrain(tree, mesh)
+
+    def one_step(rng_key, carry, step_index):
+        state, diverged, diverged_at, info_sum = carry
+        keys = shard(jax.random.split(jax.random.fold_in(rng_key, step_index), num_chains))
+        new_state, info = jax.vmap(algorithm.step)(keys, state)
+        ok = _chain_ok(new_state.position, max_norm) & ~diverged
+        newly = ~ok & ~diverged
+        state = _tree_where(ok, new_state, state)
+        diverged_at = jnp.where(newly, step_index, diverged_at)
+        info_sum = jax.tree_util.tree_map(
+            lambda s, i: s + jnp.where(ok, i, 0.0).astype(s.dtype), info_sum, info
+        )
+        if progress:
+            jax.lax.cond(
+                (step_index + 1) % report_every == 0,
+                lambda: jax.debug.callback(_update_active_bar, step_index + 1),
+                lambda: None,
+            )
+        return shard((state, diverged | newly, diverged_at, info_sum)), None
+
+    def block(rng_key, carry, block_index):
+        chains, stat_state = carry
+        start = burn_in + block_index * thin
+        step = functools.partial(one_step, rng_key)
+        chains, _ = jax.lax.scan(step, chains, start + jnp.arange(thin))
+        draws = shard(jax.vmap(observe)(chains[0].position))
+        if stat is not None:
+            stat_state = stat.update(stat_state, draws, ~chains[1])
+        return (chains, stat_state), (draws if keep_samples else None)
+
+    @jax.jit
+    def loop(rng_key, positions):
+        state = shard(jax.vmap(algorithm.init)(shard(positions)))
+        _, info_shape = jax.eval_shape(
+            jax.vmap(algorithm.step), jax.random.split(rng_key, num_chains), state
+        )
+        info_sum = jax.tree_util.tree_map(
+            lambda s: jnp.zeros(s.shape, jnp.result_type(s.dtype, float)), info_shape
+        )
+        chains = (state, jnp.zeros(num_chains, bool), jnp.full(num_chains, -1), info_sum)
+        chains = shard(chains)
+        if burn_in:
+            chains, _ = jax.lax.scan(
+                functools.partial(one_step, rng_key), chains, jnp.arange(burn_in)
+            )
+        stat_state = None
+        if stat is not None:
+            stat_state = stat.init(jax.vmap(observe)(chains[0].position))
+        (chains, stat_state), samples = jax.lax.scan(
+            functools.partial(block, rng_key), (chains, stat_state), jnp.arange(num_kept)
+        )
+        results = None if stat is None else stat.finalize(stat_state)
+        return chains, samples, results
+
+    return loop
+
+
+# Compiled loops are reused across calls with the same algorithm object and settings, so a
+# second ``run`` costs no compilation (the key and the positions are arguments).
+_cached_loop = functools.lru_cache(maxsize=32)(_build_loop)
+
+
 def run(
     rng_key: Array,
     algorithm: SamplingAlgorithm,
@@ -344,68 +438,33 @@ def run(
     if progress is None:
         progress = num_chains * total > 10**8
     bar = _Progress(total, bool(progress), "sampling")
-    observe = observe if observe is not None else (lambda x: x)
-    report_every = max(1, total // 100)
-
-    def shard(tree):
-        return sharding.constrain(tree, mesh)
-
-    def one_step(carry, step_index):
-        state, diverged, diverged_at, info_sum = carry
-        keys = shard(jax.random.split(jax.random.fold_in(rng_key, step_index), num_chains))
-        new_state, info = jax.vmap(algorithm.step)(keys, state)
-        ok = _chain_ok(new_state.position, max_norm) & ~diverged
-        newly = ~ok & ~diverged
-        state = _tree_where(ok, new_state, state)
-        diverged_at = jnp.where(newly, step_index, diverged_at)
-        info_sum = jax.tree_util.tree_map(
-            lambda s, i: s + jnp.where(ok, i, 0.0).astype(s.dtype), info_sum, info
-        )
-        if progress:
-            jax.lax.cond(
-                (step_index + 1) % report_every == 0,
-                lambda: jax.debug.callback(bar.update, step_index + 1),
-                lambda: None,
-            )
-        return shard((state, diverged | newly, diverged_at, info_sum)), None
-
-    def block(carry, block_index):
-        chains, stat_state = carry
-        start = burn_in + block_index * thin
-        chains, _ = jax.lax.scan(one_step, chains, start + jnp.arange(thin))
-        draws = shard(jax.vmap(observe)(chains[0].position))
-        if stat is not None:
-            stat_state = stat.update(stat_state, draws, ~chains[1])
-        return (chains, stat_state), (draws if keep_samples else None)
-
-    @jax.jit
-    def loop(positions):
-        state = shard(jax.vmap(algorithm.init)(shard(positions)))
-        _, info_shape = jax.eval_shape(
-            jax.vmap(algorithm.step), jax.random.split(rng_key, num_chains), state
-        )
-        info_sum = jax.tree_util.tree_map(
-            lambda s: jnp.zeros(s.shape, jnp.result_type(s.dtype, float)), info_shape
-        )
-        chains = (state, jnp.zeros(num_chains, bool), jnp.full(num_chains, -1), info_sum)
-        chains = shard(chains)
-        if burn_in:
-            chains, _ = jax.lax.scan(one_step, chains, jnp.arange(burn_in))
-        stat_state = None
-        if stat is not None:
-            stat_state = stat.init(jax.vmap(observe)(chains[0].position))
-        (chains, stat_state), samples = jax.lax.scan(
-            block, (chains, stat_state), jnp.arange(num_kept)
-        )
-        results = None if stat is None else stat.finalize(stat_state)
-        return chains, samples, results
-
+    observe = observe if observe is not None else _identity
+    settings = (
+        algorithm,
+        num_chains,
+        thin,
+        burn_in,
+        num_kept,
+        observe,
+        float(max_norm),
+        bool(progress),
+        max(1, total // 100),
+        stat,
+        bool(keep_samples),
+        mesh,
+    )
+    try:
+        loop = _cached_loop(*settings)
+    except TypeError:  # an unhashable setting: build (and compile) this loop once
+        loop = _build_loop(*settings)
+    _ACTIVE_BAR[0] = bar
     try:
         (state, diverged, diverged_at, info_sum), samples, results = loop(
-            sharding.put(positions, mesh)
+            rng_key, sharding.put(positions, mesh)
         )
         jax.block_until_ready((state, samples, results))
     finally:
+        _ACTIVE_BAR[0] = None
         bar.close()
     steps_ok = jnp.maximum(jnp.where(diverged, diverged_at, total), 1)
     info_mean = jax.tree_util.tree_map(
