@@ -59,12 +59,18 @@ def test_solve_circle_matches_exact_posterior_and_writes_outputs(tmp_path, kind)
     [
         (lambda t: t.replace("[noise]", "[noise]\nlevel = 2"), r"unknown key 'level' in \[noise\]"),
         (lambda t: t + "\n[extra]\nx = 1\n", "unknown key 'extra'"),
-        (lambda t: t.replace('source = "circle"', 'source = "mars"'), "'data.source' must be one of"),
+        (
+            lambda t: t.replace('source = "circle"', 'source = "mars"'),
+            "'data.source' must be one of",
+        ),
         (lambda t: t.replace("std = 0.3", "std = -0.3"), "'noise.std' must be > 0"),
         (lambda t: t.replace("alpha = 1.0", "alpha = 2.0"), r"'prior.alpha' must lie in \[0, 2\)"),
         (lambda t: t.replace("sigma = 0.1", 'sigma = "small"'), "'sampler.sigma' must be"),
         (lambda t: t.replace('name = "t"', ""), "missing required key 'name'"),
-        (lambda t: t.replace('kind = "coordinate_projection"', 'kind = "fourier"'), "'operator.kind' must be one of"),
+        (
+            lambda t: t.replace('kind = "coordinate_projection"', 'kind = "fourier"'),
+            "'operator.kind' must be one of",
+        ),
     ],
 )
 def test_bad_specs_name_the_file_and_key(tmp_path, edit, match):
@@ -77,8 +83,10 @@ def test_bad_specs_name_the_file_and_key(tmp_path, edit, match):
 def test_unknown_spec_file_and_unknown_prior(tmp_path, capsys):
     assert cli.main(["solve", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    spec = _write(tmp_path, CIRCLE_SPEC.format(kind="maxent").replace(
-        "[prior]", '[prior]\nsource = "no-such-prior"'))
+    spec = _write(
+        tmp_path,
+        CIRCLE_SPEC.format(kind="maxent").replace("[prior]", '[prior]\nsource = "no-such-prior"'),
+    )
     with pytest.raises((ValueError, FileNotFoundError), match="no-such-prior"):
         solve.solve(str(spec), tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()
