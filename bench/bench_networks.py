@@ -2,9 +2,11 @@
 
 Usage: ``python bench/bench_networks.py [--seconds 2] [--train-steps 200]``
 
-For each prior in ``priors/``: score-network evaluations per second (jitted, batch 256,
-float32 points, one sigma per point), and optimisation steps per second of its recipe
-(jitted ``lax.scan`` chunks of DSM steps with fresh data, the recipe's batch size).
+For each prior in ``priors/`` (the toy MLPs and the image U-Nets): score-network evaluations
+per second (jitted, batch 256, float32 points or images, one sigma per point), and
+optimisation steps per second of its recipe (the trainer's own chunks of DSM steps with fresh
+data -- one ``lax.scan`` for MLPs, a loop of jitted steps for U-Nets -- at the recipe's batch
+size).
 """
 
 from __future__ import annotations
@@ -53,7 +55,12 @@ def bench_train(name: str, steps: int, seconds: float) -> tuple[float, int]:
     law = train_mod.build_law(recipe)
     model = networks.build_network(train_mod.net_config(recipe, law), jax.random.key(0))
     graphdef, params = nnx.split(model)
-    tx, run_chunk = train_mod._chunk_fn(graphdef, tuple(sorted(recipe.training.items())))
+    tx, run_chunk = train_mod._chunk_fn(
+        graphdef,
+        networks.hashable_items(recipe.training),
+        tuple(model.event_shape),
+        isinstance(model, networks.UNet),
+    )
     carry = (params, tx.init(params), params)
     indices = jnp.arange(steps, dtype=jnp.int32)
     key = jax.random.key(1)
@@ -69,8 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="timing budget per entry")
     parser.add_argument("--train-steps", type=int, default=200, help="steps per timed chunk")
+    parser.add_argument("--unet-train-steps", type=int, default=20, help="the same, U-Nets")
+    parser.add_argument("names", nargs="*", help="priors to time (default: all in priors/)")
     args = parser.parse_args(argv)
-    names = networks.available_priors()
+    names = args.names or networks.available_priors()
     if not names:
         print("no priors found in", networks.PRIORS_DIR)
         return
@@ -78,14 +87,24 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name in names:
         card = networks.read_card(networks.PRIORS_DIR / name)
+        unet = card["net"].get("kind", "mlp") == "unet"
         evals = bench_score(name, args.seconds)
-        steps, batch = bench_train(name, args.train_steps, args.seconds)
-        rows.append((name, card.get("num_params", 0), evals, steps, batch))
-    header = f"{'prior':<20} {'params':>8} {'score evals/s':>14} {'train steps/s':>14} {'batch':>6}"
+        train_steps = args.unet_train_steps if unet else args.train_steps
+        steps, batch = bench_train(name, train_steps, args.seconds)
+        shape = "x".join(str(n) for n in card["event_shape"])
+        kind = card["net"].get("kind", "mlp")
+        rows.append((name, kind, shape, card.get("num_params", 0), evals, steps, batch))
+    header = (
+        f"{'prior':<20} {'net':>5} {'event':>6} {'params':>8} {'score evals/s':>14} "
+        f"{'train steps/s':>14} {'batch':>6}"
+    )
     print(header)
     print("-" * len(header))
-    for name, params, evals, steps, batch in rows:
-        print(f"{name:<20} {params:>8d} {evals:>14.3g} {steps:>14.1f} {batch:>6d}")
+    for name, kind, shape, params, evals, steps, batch in rows:
+        print(
+            f"{name:<20} {kind:>5} {shape:>6} {params:>8d} {evals:>14.3g} {steps:>14.1f} "
+            f"{batch:>6d}"
+        )
 
 
 if __name__ == "__main__":

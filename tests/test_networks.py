@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 import bip.errors
+import bip.images
 import bip.manifolds
 import bip.networks as networks
 import bip.priors
@@ -25,21 +26,13 @@ CIRCLE_LAW = bip.manifolds.VonMises(bip.manifolds.Circle(), kappa=1.0, loc=0.0)
 CFG = dict(dim=2, width=16, depth=1, num_frequencies=4, sigma_data=1.0)
 
 
-def _random_net(key, config=CFG):
+def _random_net(key, config=CFG, scale=0.3):
     """``(graphdef, state)`` of a net with every weight random (a fresh net outputs F = 0)."""
     graphdef, abstract = nnx.split(networks.abstract_network(config))
-
-    @jax.jit
-    def draw(k):
-        leaves, treedef = jax.tree.flatten(abstract)
-        keys = jax.random.split(k, len(leaves))
-        new = [
-            0.3 * jax.random.normal(kk, x.shape, x.dtype)
-            for kk, x in zip(keys, leaves, strict=True)
-        ]
-        return jax.tree.unflatten(treedef, new)
-
-    return graphdef, draw(key)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    leaves, treedef = jax.tree.flatten(abstract)
+    new = [jnp.asarray(scale * rng.standard_normal(x.shape), x.dtype) for x in leaves]
+    return graphdef, jax.tree.unflatten(treedef, new)
 
 
 @jax.jit
@@ -70,7 +63,7 @@ def test_fresh_net_is_the_gaussian_score_and_outputs_sigma2_s(key):
     assert s.dtype == jnp.float64  # the preconditioning follows x (x64 in the tests) ...
     assert apply(net, x.astype(jnp.float32), sigma)[0].dtype == jnp.float32
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state))  # ... weights f32
-    assert fresh.config == dict(config, mlp_ratio=2)
+    assert fresh.config == dict(config, mlp_ratio=2, final_norm=True)
 
 
 def test_network_prior_through_tempered_with_error_and_jit(key):
@@ -273,3 +266,215 @@ def test_profile_helpers_and_checks(key):
     sphere = bip.priors.exact(bip.manifolds.Uniform(bip.manifolds.Sphere(3)))
     with pytest.raises(ValueError, match="event shape"):
         bip.profile.score_error_profile(exact, sphere, CIRCLE_LAW, [0.1], key)
+
+
+# --------------------------------------------------------------------------- the U-Net
+
+UCFG = dict(kind="unet", shape=(12, 10), channels=8, channel_mult=(1, 2), groups=4, patch=2)
+IMAGE_SHIPPED = {"phantom32-unet": (32, 32), "digits16-unet": (16, 16)}
+
+
+def _random_unet(key, config=UCFG, scale=0.1):
+    """``(graphdef, state)`` of a U-Net with every weight random (a fresh one outputs F = 0)."""
+    return _random_net(key, config, scale)
+
+
+def test_unet_shapes_dtypes_and_fresh_gaussian_score(key):
+    # 12 x 10 is not a multiple of patch * 2^(levels - 1) = 4: padded and cropped back
+    fresh = networks.build_network(UCFG, 0)
+    assert isinstance(fresh, networks.UNet) and fresh.event_shape == (12, 10)
+    assert fresh.config == dict(
+        UCFG,
+        shape=[12, 10],
+        channel_mult=[1, 2],
+        num_res_blocks=1,
+        num_frequencies=16,
+        sigma_data=0.5,
+    )
+    x = jax.random.normal(key, (2, 3, 12, 10))
+    sigma = jnp.geomspace(0.01, 10.0, 6).reshape(2, 3)  # one sigma per image
+    apply = jax.jit(
+        lambda net, x, sigma: (net.score(x, sigma), net(x, sigma), net.denoise(x, sigma))
+    )
+    s, _, _ = apply(fresh, x, sigma)
+    expected = -x / (sigma**2 + 0.25)[..., None, None]
+    np.testing.assert_allclose(s, expected, rtol=1e-12)  # F = 0: the Gaussian score
+    graphdef, state = _random_unet(key)
+    net = nnx.merge(graphdef, state)
+    s, out, denoised = apply(net, x, sigma)
+    assert s.shape == out.shape == denoised.shape == (2, 3, 12, 10)
+    assert s.dtype == jnp.float64 and not np.allclose(s, expected, rtol=1e-3)
+    np.testing.assert_allclose(out, sigma[..., None, None] ** 2 * s, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(denoised, x + out, rtol=1e-12)
+    s32 = apply(net, x.astype(jnp.float32), sigma.astype(jnp.float32))[0]
+    assert s32.dtype == jnp.float32
+    np.testing.assert_allclose(s32, s, rtol=1e-3, atol=1e-3)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state))
+    # images are independent (GroupNorm normalises each image on its own)
+    changed = apply(net, x.at[0, 0].set(5.0), sigma)[0]
+    np.testing.assert_allclose(changed.reshape(6, 12, 10)[1:], s.reshape(6, 12, 10)[1:], rtol=1e-6)
+    with pytest.raises(ValueError, match="shape must be"):
+        networks.build_network(dict(UCFG, shape=(12,)), 0)
+    with pytest.raises(ValueError, match="unknown network kind"):
+        networks.build_network(dict(UCFG, kind="transformer"), 0)
+
+
+def test_unet_prior_through_tempered_with_error_and_jit(key):
+    graphdef, state_a = _random_unet(key)
+    _, state_b = _random_unet(jax.random.fold_in(key, 1))
+    prior_a = network_prior((graphdef, state_a), (12, 10), name="unet")
+    prior_b = network_prior(networks.build_network(UCFG, 5), (12, 10), name="unet")
+    prior_b = prior_b.replace(params=prior_b.params.replace(state=state_b))
+    assert prior_a.logdensity_fn is None and prior_a.event_shape == (12, 10)
+    x = jax.random.normal(jax.random.fold_in(key, 2), (2, 3, 12, 10))
+    sigma = jnp.array([[0.05, 0.1, 0.2], [0.5, 1.0, 2.0]])  # per image, over two batch axes
+
+    chex.clear_trace_counter()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def score(prior, x, sigma):
+        return prior.score(x, sigma)
+
+    s_a = score(prior_a, x, sigma)
+    s_b = score(prior_b, x, sigma)  # other weights, same graph: no retrace
+    assert s_a.shape == x.shape and not np.allclose(s_a, s_b)
+    swapped = prior_a.replace(params=prior_a.params.replace(state=state_b))
+    np.testing.assert_allclose(score(swapped, x, sigma), s_b, rtol=1e-12)
+
+    err = bip.errors.random_fourier(jax.random.fold_in(key, 3), (12, 10), lengthscale=3.0)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def composed(prior, alpha, x, sigma):
+        return bip.priors.with_error(bip.priors.tempered(prior, alpha), err, 0.1).score(x, sigma)
+
+    for prior, s, alpha in ((prior_a, s_a, 1.0), (prior_b, s_b, 0.5)):
+        expected = sigma[..., None, None] ** alpha * s + 0.1 * err.field(x)
+        got = composed(prior, alpha, x, sigma)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # vmap over images: the net sees one unbatched (12, 10) image and a scalar sigma
+    vm = jax.jit(jax.vmap(lambda xi, si: prior_a.score(xi, si)))
+    out = vm(x.reshape(6, 12, 10), sigma.reshape(6))
+    np.testing.assert_allclose(out, s_a.reshape(6, 12, 10), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="differs from the U-Net's image shape"):
+        network_prior((graphdef, state_a), (120,))
+    with pytest.raises(ValueError, match="x must have trailing shape"):
+        prior_a.score(jnp.ones((3, 10, 12)), 0.5)
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_SHIPPED))
+def test_shipped_image_prior_loads_offline_in_a_fresh_process(name, tmp_path):
+    h, w = IMAGE_SHIPPED[name]
+    code = (
+        "import bip.networks as N, numpy as np\n"
+        f"p = N.load_prior({name!r})\n"
+        f"x = np.full((2, {h}, {w}), 0.1)\n"
+        "s = np.asarray(p.score(x, np.array([0.05, 1.0])))\n"
+        f"assert s.shape == (2, {h}, {w}) and np.isfinite(s).all(), s\n"
+        "print(p.name, type(p.manifold).__name__, p.event_shape)\n"
+    )
+    env = {"PATH": "", "HOME": str(tmp_path), "JAX_PLATFORMS": "cpu", "NO_PROXY": "*"}
+    env.update({"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"})
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    manifold = "PhantomManifold" if name.startswith("phantom") else "NoneType"
+    assert done.stdout.split()[:2] == [name, manifold]
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_SHIPPED))
+def test_shipped_image_prior_files_and_card(name, tmp_path):
+    folder = networks.PRIORS_DIR / name
+    card = networks.read_card(folder)
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 10 * 2**20
+    assert card["weights_sha256"] == networks.sha256_file(folder / "weights.safetensors")
+    assert card["net"]["kind"] == "unet" and card["event_shape"] == list(IMAGE_SHIPPED[name])
+    assert name in networks.available_priors()
+    q = card["quality"]
+    samples = q["samples"]
+    # reverse-diffusion samples are new images: not closer to the training set than typical
+    assert samples["copies"] == 0
+    assert samples["nn_distance"]["median"] > 0.5 * samples["nn_baseline"]["median"]
+    if name.startswith("phantom"):
+        assert q["rel_error_at_0.1"] < 0.2, q["profile"]
+        runs = q["manifold_distance"]["runs"]
+        assert runs["0"]["relative"] < 0.1  # standard Langevin at sigma = 0.01
+        assert runs["0.25"]["denoised_relative"] < 0.1  # TS-0.25, denoised at sigma'
+        assert samples["manifold_distance_relative"] < 0.1
+    # the hash is checked: one flipped byte is refused
+    copy = tmp_path / name
+    shutil.copytree(folder, copy)
+    weights = copy / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        load_prior(copy)
+
+
+# --------------------------------------------------------------------------- Fig. 2, learned
+
+
+@pytest.mark.slow
+def test_learned_circle_prior_ts1_gives_uniform_standard_langevin_does_not(key):
+    """Issue 4's must-show with the shipped network: TS-1 at sigma = 0.01 (tempered ULA, the
+    default step 1e-3, chains from the data law) reaches the uniform law; standard Langevin
+    (alpha = 0, h = 1e-5) with the same net stays at p_data, far from uniform.
+
+    TS-1 mixes along the circle in O(1) time (the first harmonic decays as exp(-t)): after
+    t = 2.5 and 3.0 (2500 and 3000 steps) the residual of the start is ~0.02 in TV. 2000
+    chains x 2 pooled draws give a histogram-noise floor of ~0.04 (36 bins). The card's
+    numbers (4000 chains x 4000 steps, standard Langevin 10^4 steps) are larger runs.
+    """
+    prior = load_prior("circle-vonmises")
+    circle = prior.manifold
+    p_data = bip.targets.from_log_density(CIRCLE_LAW.chart_log_density)
+    uniform = bip.targets.from_log_density(lambda t: jnp.log(circle.volume_density(t)))
+    k0, k1, k2 = jax.random.split(key, 3)
+    x0 = CIRCLE_LAW.sample(k0, (2000,))
+    ts1 = bip.profile.langevin(prior, x0, 0.01, 1.0, 3000, k1, thin=500, observe=circle.coordinate)
+    assert not ts1.divergence.any, str(ts1.divergence)
+    assert float(bip.samplers.default_step_size(0.01, 1.0)) == pytest.approx(1e-3)
+    angles = np.asarray(ts1.samples[-2:])
+    tv_uniform = bip.metrics.tv_to_law(angles, uniform)
+    tv_p_data = bip.metrics.tv_to_law(angles, p_data)
+    assert tv_uniform < 0.08, (tv_uniform, tv_p_data)
+    assert tv_p_data > 0.2, (tv_uniform, tv_p_data)  # TV(p_data, uniform) = 0.29
+
+    std = bip.profile.langevin(prior, x0, 0.01, 0.0, 1000, k2, observe=circle.coordinate)
+    assert not std.divergence.any, str(std.divergence)
+    angles = np.asarray(std.samples[-1])
+    assert bip.metrics.tv_to_law(angles, p_data) < 0.08  # where it started: it barely moves
+    assert bip.metrics.tv_to_law(angles, uniform) > 0.2
+
+
+def test_shipped_circle_card_records_the_fig2_numbers():
+    card = networks.read_card(networks.PRIORS_DIR / "circle-vonmises")
+    lv = card["quality"]["langevin"]
+    assert lv["sigma"] == 0.01 and lv["ts1"]["step_size"] == pytest.approx(1e-3)
+    assert lv["ts1"]["chains"] >= 4000 and lv["ts1"]["steps"] >= 4000
+    assert lv["ts1"]["tv_uniform"] < 0.08 and lv["ts1"]["diverged"] == 0
+    assert lv["standard"]["steps"] >= 10_000 and lv["standard"]["step_size"] == pytest.approx(1e-5)
+    assert lv["standard"]["tv_uniform"] > 0.2 and lv["standard"]["tv_p_data"] < 0.08
+    assert (
+        "TS-1 is within TV 0.08" in (networks.PRIORS_DIR / "circle-vonmises/README.md").read_text()
+    )
+
+
+def test_learned_phantom_langevin_samples_stay_near_the_manifold(key):
+    """The phantom card's distance claim on a small batch: Langevin with the shipped U-Net at
+    sigma = 0.01 from data images keeps its samples within 0.1 of the image norm of the
+    phantom manifold (standard Langevin raw; TS-0.25 after one Tweedie step at sigma')."""
+    prior = load_prior("phantom32-unet")
+    law = bip.images.PhantomLaw(prior.manifold)
+    k0, k1, k2 = jax.random.split(key, 3)
+    x0 = law.sample(k0, (16,))
+    norm = float(jnp.mean(jnp.sqrt(jnp.sum(x0**2, axis=(-2, -1)))))
+    std = bip.profile.langevin(prior, x0, 0.01, 0.0, 200, k1).final_state.position
+    assert float(jnp.mean(prior.manifold.distance(std))) < 0.1 * norm
+    ts = bip.profile.langevin(prior, x0, 0.01, 0.25, 200, k2).final_state.position
+    s_eff = 0.01 ** (1 - 0.25 / 2)
+    denoised = ts + s_eff**2 * prior.score(ts, s_eff)
+    assert float(jnp.mean(prior.manifold.distance(denoised))) < 0.1 * norm

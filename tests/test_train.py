@@ -250,3 +250,149 @@ def test_cli_train_subcommand(tmp_path, capsys):
     assert args.func(args) == 2
     err = capsys.readouterr().err
     assert "batch" in err and str(bad) in err
+
+
+# --------------------------------------------------------------------------- image recipes
+
+TINY_PHANTOM = {
+    "name": "tiny-phantom",
+    "seed": 1,
+    "data": {"manifold": "phantom", "size": 16},
+    "net": {"kind": "unet", "channels": 8, "channel_mult": [1, 2], "groups": 4, "patch": 2},
+    "training": {
+        "steps": 12,
+        "batch": 8,
+        "warmup": 2,
+        "chunk": 4,
+        "checkpoint_every": 6,
+        "sigma_min": 0.01,
+        "sigma_max": 10.0,
+        "sigma_sampling": "lognormal",
+        "sigma_log_std": 1.5,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def phantom_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantom")
+    return train(TINY_PHANTOM, out, resume=False, progress=False, evaluate=False)
+
+
+def test_tiny_unet_recipe_trains_and_loads(phantom_run):
+    assert phantom_run.complete and phantom_run.losses.shape == (12,)
+    assert np.all(np.isfinite(phantom_run.losses))
+    recipe = load_recipe(TINY_PHANTOM)
+    assert recipe.data == {"manifold": "phantom", "law": "uniform", "size": 16, "edge_width": 1.0}
+    assert recipe.net["sigma_data"] == 0.5 and recipe.net["num_res_blocks"] == 1
+    # lognormal sigmas: the mean defaults to the middle of the log range
+    assert recipe.training["sigma_log_mean"] == pytest.approx(0.5 * np.log(0.01 * 10.0))
+    card = json.loads((phantom_run.out_dir / "model.json").read_text())
+    assert card["net"]["kind"] == "unet" and card["net"]["shape"] == [16, 16]
+    assert card["event_shape"] == [16, 16]
+    assert "U-Net" in (phantom_run.out_dir / "README.md").read_text()
+    loaded = networks.load_prior(phantom_run.out_dir)
+    assert loaded.event_shape == (16, 16) and type(loaded.manifold).__name__ == "PhantomManifold"
+    x = train_mod.build_law(recipe).sample(jax.random.key(0), (3,))
+    np.testing.assert_allclose(
+        loaded.score(x, 0.1), phantom_run.prior.score(x, 0.1), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_tiny_unet_run_resumes_to_the_same_weights(phantom_run, tmp_path):
+    half = train(TINY_PHANTOM, tmp_path, stop_after=6, progress=False, evaluate=False)
+    assert not half.complete and half.steps_done == 6
+    full = train(TINY_PHANTOM, tmp_path, progress=False, evaluate=False)
+    assert full.complete
+    np.testing.assert_array_equal(full.losses, phantom_run.losses)
+    for a, b in zip(_weights(full), _weights(phantom_run), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_training_images_regenerates_the_draws(phantom_run):
+    recipe = load_recipe(TINY_PHANTOM)
+    law = train_mod.build_law(recipe)
+    chunks = list(train_mod.training_images(recipe, law, chunk=5))
+    assert [c.shape for c in chunks] == [(40, 16, 16), (40, 16, 16), (16, 16, 16)]
+    train_key = jax.random.split(jax.random.key(recipe.seed))[1]
+    step7 = train_mod.training_batch(law, train_key, 7, 8)
+    np.testing.assert_array_equal(chunks[1][16:24], step7)
+
+
+def test_digits_and_faces_recipes(tmp_path):
+    digits = {
+        "data": {"manifold": "digits", "size": 8},
+        "net": {"kind": "unet", "channels": 8, "channel_mult": [1, 2], "groups": 4},
+        "training": {"steps": 10, "batch": 8, "warmup": 1, "chunk": 5, "sigma_max": 10.0},
+    }
+    recipe = load_recipe(digits)
+    assert recipe.data == {"manifold": "digits", "law": "empirical", "size": 8}
+    law = train_mod.build_law(recipe)
+    assert law.event_shape == (8, 8) and law.num_examples == 1797 and law.manifold is None
+    x = law.sample(jax.random.key(0), (4, 2))
+    assert x.shape == (4, 2, 8, 8) and float(x.min()) >= 0 and float(x.max()) <= 1
+    result = train(digits, tmp_path, progress=False, evaluate=False)
+    assert result.complete and np.all(np.isfinite(result.losses))
+    assert networks.load_prior(tmp_path).manifold is None
+    (chunk,) = train_mod.training_images(recipe, law)
+    assert chunk.shape == (1797, 8, 8)
+    faces = load_recipe({"data": {"manifold": "faces"}, "net": {"kind": "unet"}})
+    config = train_mod.net_config(faces)
+    assert config["shape"] == [25, 25] and config["kind"] == "unet"  # odd: padded inside
+    # an MLP on flattened images is allowed too
+    flat = load_recipe({"data": {"manifold": "digits", "size": 8}, "net": {"width": 16}})
+    assert train_mod.net_config(flat)["dim"] == 64 and "kind" not in train_mod.net_config(flat)
+
+
+def test_mlp_recipe_hash_unchanged_by_the_net_kind():
+    # recipes written before [net] kind existed keep their config hash (and checkpoints)
+    plain = load_recipe(TINY)
+    explicit = load_recipe(dict(TINY, net=dict(TINY["net"], kind="mlp")))
+    assert plain.net["kind"] == "mlp" and plain.config_sha256 == explicit.config_sha256
+    shipped = load_recipe(networks.PRIORS_DIR / "circle-vonmises" / "recipe.toml")
+    card = networks.read_card(networks.PRIORS_DIR / "circle-vonmises")
+    assert shipped.config_sha256 == card["recipe_config_sha256"]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "needle"),
+    [
+        (
+            {"data": {"manifold": "circle", "law": "uniform"}, "net": {"kind": "unet"}},
+            r"\[net\] kind: 'unet' needs image data",
+        ),
+        (
+            {"data": {"manifold": "phantom"}, "net": {"kind": "unet", "width": 8}},
+            r"\[net\] width: is not used here",
+        ),
+        (
+            {"data": {"manifold": "phantom"}, "net": {"channels": 8}},
+            r"\[net\] channels: is not used here",
+        ),
+        (
+            {"data": {"manifold": "phantom"}, "net": {"kind": "unet", "channel_mult": []}},
+            r"\[net\] channel_mult: must be a non-empty list of integers",
+        ),
+        (
+            {"data": {"manifold": "phantom"}, "net": {"kind": "unet", "channel_mult": [1, 0]}},
+            r"\[net\] channel_mult: must be a non-empty list of integers",
+        ),
+        ({"data": {"manifold": "phantom"}, "net": {"kind": "vit"}}, r"\[net\] kind: must be one"),
+        ({"data": {"manifold": "phantom", "size": 4}}, r"\[data\] size: must be >= 8"),
+        ({"data": {"manifold": "phantom", "law": "vonmises"}}, r"'vonmises' is not defined"),
+        ({"data": {"manifold": "digits", "law": "uniform"}}, r"'uniform' is not defined"),
+        ({"data": {"manifold": "faces", "size": 32}}, r"\[data\] size: is not used here"),
+        ({"data": {"manifold": "circle", "law": "uniform", "size": 8}}, r"size: is not used"),
+        (
+            {"data": {"manifold": "phantom"}, "training": {"sigma_log_std": 1.0}},
+            r"\[training\] sigma_log_std: is not used here",
+        ),
+        (
+            {"data": {"manifold": "phantom"}, "training": {"sigma_sampling": "normal"}},
+            r"\[training\] sigma_sampling: must be one of",
+        ),
+    ],
+)
+def test_bad_image_recipes(recipe, needle):
+    with pytest.raises(RecipeError, match=needle):
+        load_recipe(recipe)
