@@ -10,7 +10,10 @@ Thm 5.2 for the non-conservative case):
 - ``angular_cosine(frequency)``: the tangential potential ``cos(k theta(x))``;
 - ``rotational()``: the non-conservative rotation ``(-x_2, x_1, 0, ...)``;
 - ``random_fourier(key, event_shape)``: a seeded smooth random field (random Fourier
-  features), conservative or not, RMS about 1 per coordinate.
+  features), conservative or not, RMS about 1 per coordinate;
+- ``smooth_random_field(key, image_shape)``: the image version, random Fourier features
+  along smooth random images, RMS norm about 1 for the whole event (``size`` is then the
+  L2 norm of the score error, the unit of ``bip.profile``'s ``abs_error``).
 
 Example:
     >>> err = bip.errors.angular_cosine(frequency=2)
@@ -257,4 +260,83 @@ def random_fourier(
         potential_fn=_fourier_potential if conservative else None,
         event_shape=shape,
         name=f"random_fourier({kind}, l={lengthscale})",
+    )
+
+
+def _smooth_directions(rng_key, num: int, shape: tuple[int, ...], smoothness: float):
+    """``num`` unit-norm random images: white noise blurred by a Gaussian (circular)."""
+    from bip import operators
+
+    dtype = jnp.result_type(float)
+    noise = jax.random.normal(rng_key, (num,) + shape, dtype)
+    if smoothness > 0:
+        noise = operators.gaussian_blur(shape, smoothness, boundary="circular")(noise)
+    flat = noise.reshape(num, -1)
+    return flat / jnp.linalg.norm(flat, axis=-1, keepdims=True)
+
+
+def smooth_random_field(
+    rng_key: Array,
+    event_shape: tuple[int, ...],
+    num_features: int = 64,
+    lengthscale: float = 1.0,
+    smoothness: float = 2.0,
+    conservative: bool = True,
+) -> ScoreError:
+    """A seeded smooth random score error on images, of RMS norm about 1 per event.
+
+    Random Fourier features along smooth directions: ``w_f = d_f / l`` with ``d_f`` a unit-norm
+    random image (white noise blurred by a Gaussian of ``smoothness`` pixels, circular), so
+    the field varies by O(1) when an image moves by ``l`` (pixel-intensity L2 units) along a
+    smooth pattern and hardly at all along pixel noise.
+
+    - conservative: ``g(x) = l sqrt(2/F) sum_f c_f cos(w_f . x + b_f)``, ``e = grad g =
+      -sqrt(2/F) sum_f c_f sin(.) d_f`` (``c_f ~ N(0, 1)``);
+    - non-conservative: ``e(x) = sqrt(2/F) sum_f cos(w_f . x + b_f) a_f`` with ``a_f`` unit
+      smooth random images (independent of the ``d_f``).
+
+    In both ``E|e(x)|^2 = 1`` (the whole event), so ``with_error(prior, err, size)`` is a score
+    error of L2 norm about ``size``: compare it with ``bip.profile``'s ``abs_error``.
+
+    Args:
+        rng_key: PRNG key (the same key gives the same field).
+        event_shape: the image shape ``(h, w)`` (any shape whose last two axes are an image).
+        num_features: number of features ``F``.
+        lengthscale: ``l``, in the units of ``x``.
+        smoothness: blur width of the directions in pixels (0: white directions).
+        conservative: gradient field with a potential (default) or not.
+
+    Example:
+        >>> err = bip.errors.smooth_random_field(jax.random.key(0), (32, 32))
+        >>> float(jnp.linalg.norm(err.field(jnp.zeros((32, 32)))))   # about 1
+    """
+    shape = tuple(int(n) for n in event_shape)
+    if len(shape) < 2:
+        raise ValueError(f"smooth_random_field needs an image shape (h, w), got {shape!r}")
+    num_features = _checks.integer("num_features", num_features)
+    _checks.positive("lengthscale", lengthscale)
+    _checks.nonnegative("smoothness", smoothness)
+    k_w, k_b, k_a = jax.random.split(rng_key, 3)
+    dtype = jnp.result_type(float)
+    directions = _smooth_directions(k_w, num_features, shape, smoothness)
+    phases = jax.random.uniform(k_b, (num_features,), dtype, 0.0, 2 * jnp.pi)
+    if conservative:
+        amplitudes = jax.random.normal(k_a, (num_features,), dtype) * math.sqrt(2.0 / num_features)
+    else:
+        amplitudes = _smooth_directions(k_a, num_features, shape, smoothness)
+        amplitudes = amplitudes * math.sqrt(2.0 / num_features)
+    params = _FourierParams(
+        directions / lengthscale,
+        phases,
+        amplitudes,
+        jnp.asarray(lengthscale, dtype),
+        event_shape=shape,
+    )
+    kind = "conservative" if conservative else "non-conservative"
+    return ScoreError(
+        field_fn=_fourier_gradient if conservative else _fourier_field,
+        params=params,
+        potential_fn=_fourier_potential if conservative else None,
+        event_shape=shape,
+        name=f"smooth_random_field({kind}, l={lengthscale}, smoothness={smoothness})",
     )

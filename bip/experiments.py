@@ -360,3 +360,284 @@ def circle_sweep(
     if bar is not None:
         bar.close()
     return sweep
+
+
+# --------------------------------------------------------------------------- images
+
+
+@dataclass
+class ImageSweep:
+    """Results of ``image_sweep``: one record per (alpha, sigma, size) and the critical sizes.
+
+    ``eps_star[alpha][sigma]`` (decimal-string keys) is the smallest error size at which the
+    energy distance of the standardised chart coordinates to the zero-error posterior reaches
+    ``config["threshold"]``; ``slopes()`` fits ``log eps*`` against ``log sigma`` per alpha.
+    """
+
+    records: list[dict] = field(default_factory=list)
+    eps_star: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    def slopes(self) -> dict:
+        out = {}
+        for a, per_sigma in self.eps_star.items():
+            sig = sorted(per_sigma, key=float)
+            out[a] = fit_slope([float(s) for s in sig], [per_sigma[s] for s in sig])
+        return out
+
+    def ratio(self, sigma: float, alpha: float, reference_alpha: float = 0.0) -> float:
+        """``eps*(alpha) / eps*(reference_alpha)`` at ``sigma``: the gain in tolerated error."""
+        return (
+            self.eps_star[_key(alpha)][_key(sigma)]
+            / self.eps_star[_key(reference_alpha)][_key(sigma)]
+        )
+
+    def summary(self) -> dict:
+        return {
+            "eps_star": self.eps_star,
+            "slope": self.slopes(),
+            "threshold": self.config.get("threshold"),
+            "config": self.config,
+        }
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``results.json`` and ``summary.json`` atomically into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "results.json", self.records)
+        atomic_write_json(out / "summary.json", self.summary())
+        return out
+
+
+def _make_coupled_cell(base_prior, error, likelihood, num_chains, num_snapshots, mesh=None):
+    """One jitted function running the zero-error burn-in and then every error size.
+
+    All sizes share the per-chain noise (chain ``j`` of every size gets the same keys):
+    synchronously coupled chains, so the difference between a size and ``eps = 0`` is the
+    error's effect and not sampling noise."""
+    kernel = samplers.build_kernel()
+
+    def shard(tree, chain_axis=0):
+        return sharding.constrain(tree, mesh, chain_axis)
+
+    def drift_for(size, sigma, alpha):
+        target = priors.tempered(priors.with_error(base_prior, error, size), alpha)
+
+        def fn(x):
+            out = target.score(x, sigma)
+            if likelihood is not None:
+                out = out - likelihood.grad_potential(x)
+            return out
+
+        return fn
+
+    @jax.jit
+    def run_cell(rng_key, x_init, sizes, sigma, alpha, step, burn_steps, num_steps):
+        k_burn, k_run = jax.random.split(rng_key)
+        num_sizes = sizes.shape[0]
+
+        def burn(i, x):
+            keys = jax.random.split(jax.random.fold_in(k_burn, i), num_chains)
+            fn = drift_for(jnp.zeros((), x.dtype), sigma, alpha)
+            return jax.vmap(lambda k, xi: kernel(k, samplers.LangevinState(xi), fn, step)[0])(
+                keys, x
+            ).position
+
+        x0 = jax.lax.fori_loop(0, burn_steps, burn, x_init)
+        x = shard(jnp.tile(x0, (num_sizes,) + (1,) * (x0.ndim - 1)))
+        chain_sizes = shard(jnp.repeat(sizes, num_chains))
+        first = num_steps // 2
+        spacing = jnp.maximum((num_steps - first) // num_snapshots, 1)
+
+        def body(i, carry):
+            x, snaps = carry
+            keys = jax.random.split(jax.random.fold_in(k_run, i), num_chains)
+            keys = shard(jnp.tile(keys, num_sizes))
+            x = jax.vmap(
+                lambda k, xi, s: (
+                    kernel(k, samplers.LangevinState(xi), drift_for(s, sigma, alpha), step)[
+                        0
+                    ].position
+                )
+            )(keys, x, chain_sizes)
+            slot = (i + 1 - first) // spacing - 1
+            take = (i + 1 - first > 0) & ((i + 1 - first) % spacing == 0) & (slot < num_snapshots)
+            snaps = jax.lax.cond(
+                take,
+                lambda s: jax.lax.dynamic_update_index_in_dim(s, x, slot, 0),
+                lambda s: s,
+                snaps,
+            )
+            return shard(x), shard(snaps, 1)
+
+        snaps = shard(jnp.zeros((num_snapshots,) + x.shape, x.dtype), 1)
+        return jax.lax.fori_loop(0, num_steps, body, (x, snaps))
+
+    return run_cell
+
+
+def image_sweep(
+    prior: priors.ScorePrior,
+    likelihood,
+    manifold,
+    error: errors.ScoreError,
+    initial_positions: Array,
+    *,
+    sigmas: Sequence[float] = (0.1, 0.05),
+    alphas: Sequence[float] = (0.0, 1.0),
+    sizes: Sequence[float] | None = None,
+    truth: Array | None = None,
+    burn_in_time: float = 0.5,
+    run_time: float = 1.0,
+    c: float = 0.1,
+    num_snapshots: int = 8,
+    threshold: float = THRESHOLD,
+    seed: int = 0,
+    progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
+) -> ImageSweep:
+    """Rate-separation sweep for an image posterior on a manifold with a known chart.
+
+    For each ``(alpha, sigma)`` cell, ``num_chains = len(initial_positions)`` ULA chains of
+    the zero-error posterior (drift ``sigma^alpha s - grad v``, step ``c * min(sigma^(2 -
+    alpha), 1/L)``) run for ``burn_in_time``; then every error size runs from there for
+    ``run_time`` with the same noise (coupled chains), and ``num_snapshots`` draws of the second
+    half are kept. Their nearest chart points (``manifold.coordinate``), standardised by the
+    zero-error posterior's mean and std per coordinate, give the energy distance to the
+    zero-error posterior; ``eps*`` is where it reaches ``threshold`` (interpolated in log
+    size). Expected (SCIENCE.md sections 4-5): ``eps*`` flat in sigma for ``alpha = 0``,
+    ``~ sigma^-alpha`` for the maximum-entropy prior.
+
+    Args:
+        prior: the score prior (e.g. ``bip.priors.exact(PhantomLaw(...))`` or a learned one).
+        likelihood: a ``bip.likelihoods.Likelihood`` (or None for the prior alone).
+        manifold: has ``coordinate(x) -> (..., n)`` and ``chart(u)`` (``PhantomManifold``).
+        error: the injected error field (e.g. ``bip.errors.smooth_random_field``).
+        initial_positions: ``(num_chains, *event)`` starts of the zero-error burn-in.
+        sigmas, alphas, sizes: the grid (sizes ascending, > 0; default 12 from 0.3 to 3000).
+        truth: ground truth image, for the PSNR of each posterior mean.
+        burn_in_time, run_time: Langevin time of the burn-in and of the coupled runs.
+        c: step-size constant. num_snapshots: kept draws per chain.
+        threshold: energy-distance tolerance (0.1: a mean shift of about 0.4 posterior
+            standard deviations in one chart coordinate).
+        mesh: split the ``(len(sizes) + 1) * num_chains`` coupled chains over devices.
+
+    Returns:
+        An ``ImageSweep``; ``records`` hold per size the energy distance, the relative change
+        of the posterior mean ``|m_eps - m_0| / |m_0|``, the PSNR of the mean, the mean distance
+        of the draws to the manifold and the chart-coordinate mean shift in posterior stds.
+    """
+    for s in sigmas:
+        _checks.positive("sigma", s)
+    for a in alphas:
+        _checks.alpha(a)
+    _checks.positive("burn_in_time", burn_in_time)
+    _checks.positive("run_time", run_time)
+    _checks.positive("threshold", threshold)
+    sizes = np.geomspace(0.3, 3000.0, 12) if sizes is None else np.asarray(sizes, float)
+    if sizes.ndim != 1 or np.any(sizes <= 0) or np.any(np.diff(sizes) <= 0):
+        raise ValueError("sizes must be a 1-D ascending array of positive error sizes")
+    x_init = jnp.asarray(initial_positions)
+    event = tuple(prior.event_shape)
+    if x_init.shape[1:] != event:
+        raise ValueError(
+            f"initial_positions must be (num_chains, *{event}), got {tuple(x_init.shape)}"
+        )
+    _checks.finite("initial_positions", x_init)
+    num_chains = x_init.shape[0]
+    num_snapshots = _checks.integer("num_snapshots", num_snapshots)
+    all_sizes = np.concatenate([[0.0], sizes])
+    sharding.check_divisible(
+        all_sizes.size * num_chains, mesh, "chains per cell ((len(sizes) + 1) * num_chains)"
+    )
+    lipschitz = getattr(likelihood, "lipschitz", None) if likelihood is not None else None
+    config = {
+        "prior": prior.name,
+        "error": error.name,
+        "sigmas": list(map(float, sigmas)),
+        "alphas": list(map(float, alphas)),
+        "sizes": list(map(float, sizes)),
+        "num_chains": int(num_chains),
+        "burn_in_time": burn_in_time,
+        "run_time": run_time,
+        "c": c,
+        "num_snapshots": num_snapshots,
+        "threshold": threshold,
+        "seed": seed,
+        "metric": "energy distance of standardised chart coordinates",
+    }
+    sweep = ImageSweep(config=config)
+    run_cell = _make_coupled_cell(prior, error, likelihood, num_chains, num_snapshots, mesh)
+    cells = [(a, s) for a in alphas for s in sigmas]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(cells), desc="image robustness sweep", unit="cell")
+    key = jax.random.key(seed)
+    coordinate = jax.jit(manifold.coordinate)
+    for index, (alpha, sigma) in enumerate(cells):
+        h = float(samplers.default_step_size(sigma, alpha, c=c, lipschitz=lipschitz))
+        burn_steps = int(math.ceil(burn_in_time / h))
+        num_steps = max(int(math.ceil(run_time / h)), 4 * num_snapshots)
+        x, snaps = run_cell(
+            jax.random.fold_in(key, index),
+            sharding.put(x_init, mesh),
+            jnp.asarray(all_sizes),
+            sigma,
+            alpha,
+            h,
+            burn_steps,
+            num_steps,
+        )
+        snaps = sharding.to_host(snaps)  # (K, (S + 1) * N, *event)
+        if not np.all(np.isfinite(snaps)):
+            raise FloatingPointError(
+                f"chains diverged in the sweep cell sigma={sigma}, alpha={alpha}: lower c "
+                f"(now {c}) or the largest error size"
+            )
+        per_size = snaps.reshape((num_snapshots, all_sizes.size, num_chains) + event)
+        per_size = np.swapaxes(per_size, 0, 1).reshape((all_sizes.size, -1) + event)
+        coords = np.stack([np.asarray(coordinate(jnp.asarray(d))) for d in per_size])
+        lo, hi = (np.asarray(b, float) for b in manifold.bounds)
+        z = (coords - lo) / (hi - lo)  # box units
+        center, scale = z[0].mean(axis=0), z[0].std(axis=0) + 1e-12
+        standard = (z - center) / scale
+        means = per_size.mean(axis=1)
+        norm0 = float(np.linalg.norm(means[0])) or 1.0
+        distances = [
+            float(
+                np.mean(
+                    np.linalg.norm(
+                        (d - np.asarray(manifold.chart(jnp.asarray(u)))).reshape(d.shape[0], -1),
+                        axis=-1,
+                    )
+                )
+            )
+            for d, u in zip(per_size, coords, strict=True)
+        ]
+        ed = [metrics.energy_distance(standard[j], standard[0]) for j in range(all_sizes.size)]
+        eps = critical_size(sizes, np.asarray(ed[1:]), threshold)
+        sweep.eps_star.setdefault(_key(alpha), {})[_key(sigma)] = eps
+        for j, size in enumerate(all_sizes):
+            record = {
+                "sigma": float(sigma),
+                "alpha": float(alpha),
+                "error_size": float(size),
+                "energy_distance": ed[j],
+                "mean_shift_std": float(np.max(np.abs(standard[j].mean(axis=0)))),
+                "relative_mean_change": float(np.linalg.norm(means[j] - means[0]) / norm0),
+                "mean_distance_to_manifold": distances[j],
+                "chains": int(num_chains),
+                "steps": num_steps,
+                "burn_in_steps": burn_steps,
+                "step_size": h,
+            }
+            if truth is not None:
+                record["psnr"] = metrics.psnr(means[j], truth)
+            sweep.records.append(record)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return sweep
