@@ -1,6 +1,7 @@
 """The ``bip`` command line: canonical problems and experiments on shipped defaults.
 
     bip robustness [--out DIR] [--observe COORD VALUE NOISE] [--full | --fast]
+    bip robustness SPEC [--out DIR]        (images: a spec with a [robustness] table)
     bip solve SPEC [--out DIR] [--overwrite]
     bip train RECIPE --out DIR
 
@@ -17,8 +18,42 @@ from pathlib import Path
 import jax
 
 
+def _image_robustness(args: argparse.Namespace) -> int:
+    from bip import experiments, plots
+
+    start = time.perf_counter()
+    sweep = experiments.image_problem_sweep(args.spec, progress=not args.no_progress)
+    out = Path(args.out if args.out else Path("runs") / f"robustness-{Path(args.spec).stem}")
+    sweep.save(out)
+    plots.save_figure(plots.image_robustness(sweep), out / "robustness.png")
+    print(
+        f"bip robustness {args.spec}: {len(sweep.records)} runs in "
+        f"{time.perf_counter() - start:.0f} s"
+    )
+    print(
+        f"error: {sweep.config['error']}, beta = {sweep.config['beta']:g}; "
+        f"threshold: energy distance {sweep.config['threshold']:g}"
+    )
+    slopes = sweep.slopes()
+    print(f"{'alpha':>6} {'slope':>8}   eps* by sigma")
+    for alpha, per_sigma in sweep.eps_star.items():
+        cells = "  ".join(f"{s}: {e:.3g}" for s, e in per_sigma.items())
+        print(f"{alpha:>6} {slopes[alpha]:8.3f}   {cells}")
+    alphas = sorted(sweep.eps_star, key=float)
+    if "0.0" in sweep.eps_star:
+        for alpha in alphas[1:]:
+            for sigma in sweep.eps_star[alpha]:
+                ratio = sweep.eps_star[alpha][sigma] / sweep.eps_star["0.0"][sigma]
+                print(f"eps*(alpha={alpha}) / eps*(alpha=0) at sigma={sigma}: {ratio:.3g}")
+    print(f"expected slopes: 0 (alpha = 0) and -alpha; results in {out.resolve()}")
+    return 0
+
+
 def _robustness(args: argparse.Namespace) -> int:
     from bip import experiments, plots
+
+    if args.spec is not None:
+        return _image_robustness(args)
 
     sigmas = [0.3, 0.2, 0.1, 0.05] + ([0.02] if args.full else [])
     observe = tuple(args.observe) if args.observe is not None else None
@@ -35,7 +70,7 @@ def _robustness(args: argparse.Namespace) -> int:
         sample=not args.exact_only,
         progress=not args.no_progress,
     )
-    out = sweep.save(args.out)
+    out = sweep.save(args.out or "runs/robustness")
     figure = plots.robustness(sweep)
     plots.save_figure(figure, out / "robustness.png")
     summary = sweep.summary()
@@ -61,15 +96,18 @@ def _robustness(args: argparse.Namespace) -> int:
 def _add_robustness(subparsers) -> None:
     p = subparsers.add_parser(
         "robustness",
-        help="rate-separation sweep on the circle (error size x sigma x alpha)",
+        help="rate-separation sweep (error size x sigma x alpha): circle, or an image SPEC",
         description=(
-            "Sweep the score-error size, sigma and alpha for the circle prior (von Mises "
-            "kappa=4, theta0=pi, error cos 2theta), alone or with a likelihood; find the "
-            "critical error eps*(sigma) and fit its log-log slope per alpha. Writes "
-            "results.json, summary.json and robustness.png."
+            "Sweep the score-error size, sigma and alpha; find the critical error eps*(sigma) "
+            "and fit its log-log slope per alpha. Without SPEC: the circle prior (von Mises "
+            "kappa=4, theta0=pi, error cos 2theta), alone or with a likelihood. With SPEC: "
+            "the image posterior of a problem spec with a [robustness] table (e.g. "
+            "problems/robustness-phantom.toml). Writes results.json, summary.json and "
+            "robustness.png."
         ),
     )
-    p.add_argument("--out", default="runs/robustness", help="output directory")
+    p.add_argument("spec", nargs="?", default=None, help="image problem spec (optional)")
+    p.add_argument("--out", default=None, help="output directory (default runs/robustness[-SPEC])")
     p.add_argument(
         "--observe",
         nargs=3,
@@ -137,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_enable_x64", not args.float32)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"bip {args.command}: error: {err}", file=sys.stderr)
         return 2
 

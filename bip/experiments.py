@@ -409,7 +409,9 @@ class ImageSweep:
         return out
 
 
-def _make_coupled_cell(base_prior, error, likelihood, num_chains, num_snapshots, mesh=None):
+def _make_coupled_cell(
+    base_prior, error, likelihood, num_chains, num_snapshots, beta=0.0, mesh=None
+):
     """One jitted function running the zero-error burn-in and then every error size.
 
     All sizes share the per-chain noise (chain ``j`` of every size gets the same keys):
@@ -421,7 +423,7 @@ def _make_coupled_cell(base_prior, error, likelihood, num_chains, num_snapshots,
         return sharding.constrain(tree, mesh, chain_axis)
 
     def drift_for(size, sigma, alpha):
-        target = priors.tempered(priors.with_error(base_prior, error, size), alpha)
+        target = priors.tempered(priors.with_error(base_prior, error, size, beta), alpha)
 
         def fn(x):
             out = target.score(x, sigma)
@@ -487,6 +489,7 @@ def image_sweep(
     alphas: Sequence[float] = (0.0, 1.0),
     sizes: Sequence[float] | None = None,
     truth: Array | None = None,
+    beta: float = 0.0,
     burn_in_time: float = 0.5,
     run_time: float = 1.0,
     c: float = 0.1,
@@ -516,6 +519,8 @@ def image_sweep(
         initial_positions: ``(num_chains, *event)`` starts of the zero-error burn-in.
         sigmas, alphas, sizes: the grid (sizes ascending, > 0; default 12 from 0.3 to 3000).
         truth: ground truth image, for the PSNR of each posterior mean.
+        beta: the error is ``size * sigma^beta * e(x)`` (``beta < 0``: an error that grows as
+            sigma -> 0, like a learned score's; ``bip.profile`` measures it).
         burn_in_time, run_time: Langevin time of the burn-in and of the coupled runs.
         c: step-size constant. num_snapshots: kept draws per chain.
         threshold: energy-distance tolerance (0.1: a mean shift of about 0.4 posterior
@@ -554,6 +559,7 @@ def image_sweep(
     config = {
         "prior": prior.name,
         "error": error.name,
+        "beta": float(beta),
         "sigmas": list(map(float, sigmas)),
         "alphas": list(map(float, alphas)),
         "sizes": list(map(float, sizes)),
@@ -567,7 +573,9 @@ def image_sweep(
         "metric": "energy distance of standardised chart coordinates",
     }
     sweep = ImageSweep(config=config)
-    run_cell = _make_coupled_cell(prior, error, likelihood, num_chains, num_snapshots, mesh)
+    run_cell = _make_coupled_cell(
+        prior, error, likelihood, num_chains, num_snapshots, float(beta), mesh
+    )
     cells = [(a, s) for a in alphas for s in sigmas]
     bar = None
     if progress:
@@ -640,4 +648,60 @@ def image_sweep(
             bar.update(1)
     if bar is not None:
         bar.close()
+    return sweep
+
+
+def image_problem_sweep(spec_or_path, *, progress: bool = True, mesh=None) -> ImageSweep:
+    """``image_sweep`` on a problem spec with a ``[robustness]`` table (``bip robustness SPEC``).
+
+    The spec's data, operator, noise and prior give the posterior; the data must lie on a
+    manifold with a known chart (phantoms), whose coordinates measure the departure. Chains
+    start at the ground truth and burn in for ``burn_in_time``.
+
+    Example:
+        >>> sweep = bip.experiments.image_problem_sweep("problems/robustness-phantom.toml")
+        >>> sweep.ratio(0.05, alpha=1.0)        # eps*(maxent) / eps*(generic) at sigma = 0.05
+    """
+    from bip import problems
+
+    spec = problems.load(spec_or_path) if not isinstance(spec_or_path, dict) else spec_or_path
+    origin = spec.get("_path") or "<spec>"
+    if "robustness" not in spec:
+        raise problems.SpecError(f"{origin}: no [robustness] table: nothing to sweep")
+    problem = problems.build(spec)
+    if problem.manifold is None or not hasattr(problem.manifold, "coordinate"):
+        raise problems.SpecError(
+            f"{origin}: bip robustness on images needs data on a manifold with a known chart "
+            "(data.source = 'phantom')"
+        )
+    rob = spec["robustness"]
+    error = errors.smooth_random_field(
+        jax.random.key(rob["error_seed"]),
+        problem.event_shape,
+        lengthscale=float(rob["lengthscale"]),
+        smoothness=float(rob["smoothness"]),
+        conservative=rob["error"] == "smooth",
+    )
+    x0 = jnp.broadcast_to(problem.truth, (rob["chains"],) + problem.event_shape)
+    sweep = image_sweep(
+        problem.prior,
+        problem.likelihood,
+        problem.manifold,
+        error,
+        x0,
+        sigmas=rob["sigmas"],
+        alphas=rob["alphas"],
+        sizes=np.geomspace(rob["size_min"], rob["size_max"], rob["num_sizes"]),
+        truth=problem.truth,
+        beta=float(rob["beta"]),
+        burn_in_time=float(rob["burn_in_time"]),
+        run_time=float(rob["run_time"]),
+        c=float(rob["c"]),
+        num_snapshots=rob["snapshots"],
+        threshold=float(rob["threshold"]),
+        seed=spec["sampler"]["seed"],
+        progress=progress,
+        mesh=mesh,
+    )
+    sweep.config["spec"] = {k: v for k, v in spec.items() if not k.startswith("_")}
     return sweep

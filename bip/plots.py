@@ -184,3 +184,66 @@ def robustness(sweep):
         ax.set_title(f"alpha = {alpha:g}: expected slope {-alpha:g}")
         ax.legend(fontsize=8)
     return fig
+
+
+def image_robustness(sweep):
+    """The figure of a ``bip.experiments.ImageSweep``: four panels.
+
+    Energy distance to the zero-error posterior against error size (one curve per alpha and
+    sigma, the threshold as a grey line); ``eps*`` against sigma on log-log axes with the fitted
+    slope per alpha; the PSNR of the posterior mean and the mean distance of the draws to the
+    manifold against error size.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    records = sweep.records
+    alphas = sorted({r["alpha"] for r in records})
+    sigmas = sorted({r["sigma"] for r in records}, reverse=True)
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), constrained_layout=True)
+    styles = ["-", "--", ":", "-."]
+    for i, alpha in enumerate(alphas):
+        for k, sigma in enumerate(sigmas):
+            cell = sorted(
+                (r for r in records if r["alpha"] == alpha and r["sigma"] == sigma),
+                key=lambda r: r["error_size"],
+            )[1:]
+            sizes = np.array([r["error_size"] for r in cell])
+            label = f"alpha={alpha:g}, sigma={sigma:g}"
+            style = dict(color=f"C{i}", ls=styles[k % len(styles)], marker="o", ms=3)
+            ed = np.maximum([r["energy_distance"] for r in cell], 1e-6)
+            axes[0].loglog(sizes, ed, label=label, **style)
+            if "psnr" in cell[0]:
+                axes[2].semilogx(sizes, [r["psnr"] for r in cell], label=label, **style)
+            axes[3].loglog(sizes, [r["mean_distance_to_manifold"] for r in cell], **style)
+    axes[0].axhline(sweep.config["threshold"], color="gray", lw=0.8)
+    axes[0].set(
+        xlabel="error size eps (L2 norm)",
+        ylabel="energy distance to eps = 0",
+        title="departure from the zero-error posterior",
+    )
+    axes[0].legend(fontsize=7)
+    slopes = sweep.slopes()
+    for i, alpha in enumerate(alphas):
+        per_sigma = sweep.eps_star.get(repr(float(alpha)), {})
+        s = np.array([float(v) for v in per_sigma])
+        e = np.array([per_sigma[v] for v in per_sigma])
+        slope = slopes.get(repr(float(alpha)), float("nan"))
+        axes[1].loglog(
+            s,
+            e,
+            "o-",
+            color=f"C{i}",
+            label=f"alpha={alpha:g}: slope {slope:.2f} (expected {-alpha:g})",
+        )
+    axes[1].set(xlabel="sigma", ylabel="critical error eps*", title="critical error vs sigma")
+    axes[1].legend(fontsize=8)
+    axes[2].set(xlabel="error size eps", ylabel="PSNR of the posterior mean (dB)", title="PSNR")
+    axes[3].set(
+        xlabel="error size eps",
+        ylabel="mean distance to M",
+        title="distance of the draws to the manifold",
+    )
+    return fig

@@ -3,8 +3,15 @@
 A spec names the data (ground truth), the forward operator, the noise model, the prior
 (exact on a known manifold, or a shipped trained prior from ``priors/``), the prior kind
 (generic or maximum-entropy with ``alpha``), sigma and its annealing schedule, the sampler
-settings and the seed. ``load(path)`` validates it: an unknown section or key, or a bad value,
-is a ``SpecError`` naming the file and the key.
+settings and the seed; an optional ``[robustness]`` table sets up ``bip robustness SPEC``
+(error sizes x sigma x alpha, ``bip.experiments.image_sweep``). ``load(path)`` validates it:
+an unknown section, key or prior, or a bad value, is a ``SpecError`` naming the file and the
+key; ``build`` checks the shapes (image against operator and prior, a measurement file
+against the operator's output, NaN in the measurement) with errors that name them.
+
+Your own data: ``[data] source = "file"`` with ``path = "truth.npy"`` (relative to the spec;
+the ground truth, for the metrics) and/or ``measurement = "y.npy"`` (the observation to
+invert; without it ``y`` is simulated from the truth with the spec's noise).
 
 Example spec (``problems/circle-toy.toml``)::
 
@@ -31,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import tomllib
 from dataclasses import dataclass
@@ -41,9 +49,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bip import likelihoods, manifolds, operators, priors
+from bip import likelihoods, manifolds, metrics, operators, priors
 
 Array = jax.Array
+
+PHANTOM_PARAMETERS = ("cx", "cy", "a", "b", "theta", "I")
 
 
 class SpecError(ValueError):
@@ -56,8 +66,11 @@ _REQUIRED = object()
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {"name": (str, _REQUIRED), "description": (str, "")},
     "data": {
-        "source": (str, _REQUIRED),  # circle | phantom | digits | faces | shepp-logan
+        "source": (str, _REQUIRED),  # circle | phantom | digits | faces | shepp-logan | file
         "size": (int, 32),
+        "free": (list, list(PHANTOM_PARAMETERS)),  # phantom: the free chart parameters
+        "path": (str, ""),  # file: the ground truth (.npy), relative to the spec
+        "measurement": (str, ""),  # a measured y (.npy) instead of a simulated one
         "index": (int, 0),
         "kappa": ((int, float), 4.0),
         "loc": ((int, float), math.pi),
@@ -84,6 +97,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     },
     "sampler": {
         "method": (str, "ula"),
+        "init": (str, "prior"),  # prior | noise | baseline (bip.solve.initial_positions)
         "sigma": ((int, float), _REQUIRED),
         "anneal_from": ((int, float), 0.0),  # 0: no annealing
         "anneal_levels": (int, 10),
@@ -95,15 +109,37 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "c": ((int, float), 0.1),
         "seed": (int, 0),
     },
+    "robustness": {  # bip robustness SPEC: bip.experiments.image_sweep
+        "sigmas": (list, [0.1, 0.05]),
+        "alphas": (list, [0.0, 1.0]),
+        "size_min": ((int, float), 0.3),
+        "size_max": ((int, float), 3000.0),
+        "num_sizes": (int, 9),
+        "error": (str, "smooth"),  # smooth | smooth_nonconservative
+        "lengthscale": ((int, float), 1.0),
+        "smoothness": ((int, float), 2.0),
+        "beta": ((int, float), 0.0),  # the error is size * sigma^beta * e(x)
+        "error_seed": (int, 0),
+        "chains": (int, 16),
+        "burn_in_time": ((int, float), 0.3),
+        "run_time": ((int, float), 0.6),
+        "c": ((int, float), 0.25),
+        "snapshots": (int, 8),
+        "threshold": ((int, float), 0.1),
+    },
 }
 
+OPTIONAL_SECTIONS = {"robustness"}
+
 CHOICES = {
-    ("data", "source"): ("circle", "phantom", "digits", "faces", "shepp-logan"),
+    ("data", "source"): ("circle", "phantom", "digits", "faces", "shepp-logan", "file"),
+    ("robustness", "error"): ("smooth", "smooth_nonconservative"),
     ("operator", "kind"): ("radon", "gaussian_blur", "mask", "coordinate_projection", "identity"),
     ("operator", "boundary"): ("zero", "circular"),
     ("noise", "kind"): ("gaussian", "student_t"),
     ("prior", "kind"): ("generic", "maxent"),
     ("sampler", "method"): ("ula", "mala"),
+    ("sampler", "init"): ("prior", "noise", "baseline"),
 }
 
 POSITIVE = {
@@ -119,6 +155,16 @@ POSITIVE = {
     ("noise", "df"),
     ("sampler", "anneal_levels"),
     ("sampler", "steps_per_level"),
+    ("robustness", "size_min"),
+    ("robustness", "size_max"),
+    ("robustness", "num_sizes"),
+    ("robustness", "lengthscale"),
+    ("robustness", "chains"),
+    ("robustness", "burn_in_time"),
+    ("robustness", "run_time"),
+    ("robustness", "c"),
+    ("robustness", "snapshots"),
+    ("robustness", "threshold"),
 }
 
 
@@ -130,6 +176,8 @@ def validate(raw: dict, origin: str = "<spec>") -> dict:
             allowed = sorted((set(SCHEMA) | set(SCHEMA[""])) - {""})
             raise SpecError(f"{origin}: unknown key {key!r} (allowed: {allowed})")
     for section, fields in SCHEMA.items():
+        if section in OPTIONAL_SECTIONS and section not in raw:
+            continue
         table = raw if section == "" else raw.get(section, {})
         if section and not isinstance(table, dict):
             raise SpecError(f"{origin}: [{section}] must be a table")
@@ -158,6 +206,38 @@ def validate(raw: dict, origin: str = "<spec>") -> dict:
     alpha = spec["prior"]["alpha"]
     if not 0 <= alpha < 2:
         raise SpecError(f"{origin}: 'prior.alpha' must lie in [0, 2), got {alpha!r}")
+    free = spec["data"]["free"]
+    if not free or any(p not in PHANTOM_PARAMETERS for p in free):
+        raise SpecError(f"{origin}: 'data.free' must list names from {PHANTOM_PARAMETERS}")
+    spec["data"]["free"] = [p for p in PHANTOM_PARAMETERS if p in free]
+    if spec["data"]["source"] == "file" and not (
+        spec["data"]["path"] or spec["data"]["measurement"]
+    ):
+        raise SpecError(f"{origin}: data.source = 'file' needs 'data.path' or 'data.measurement'")
+    source = spec["prior"]["source"]
+    if source != "exact":
+        from bip import networks
+
+        known = networks.available_priors()
+        if source not in known and not Path(source).is_dir():
+            raise SpecError(
+                f"{origin}: unknown prior {source!r} in 'prior.source': use 'exact' or one of "
+                f"{known} (or a folder path)"
+            )
+    if "robustness" in spec:
+        rob = spec["robustness"]
+        for key in ("sigmas", "alphas"):
+            values = rob[key]
+            if not values or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in values
+            ):
+                raise SpecError(f"{origin}: 'robustness.{key}' must be a list of numbers")
+        if not all(v > 0 for v in rob["sigmas"]):
+            raise SpecError(f"{origin}: 'robustness.sigmas' must be > 0")
+        if not all(0 <= v < 2 for v in rob["alphas"]):
+            raise SpecError(f"{origin}: 'robustness.alphas' must lie in [0, 2)")
+        if not rob["size_min"] < rob["size_max"]:
+            raise SpecError(f"{origin}: 'robustness.size_min' must be below 'size_max'")
     if spec["sampler"]["steps"] < spec["sampler"]["thin"]:
         raise SpecError(f"{origin}: 'sampler.steps' must be at least 'sampler.thin'")
     return spec
@@ -179,48 +259,100 @@ def load(path: str | Path) -> dict:
 
 @dataclass(frozen=True)
 class Problem:
-    """A built problem: ground truth, operator, observation and the posterior's pieces."""
+    """A built problem: ground truth, operator, observation and the posterior's pieces.
+
+    ``truth`` is None when a measured ``y`` comes without a ground truth; ``manifold`` and
+    ``law`` are the data's known manifold and exact law (None for real images).
+    """
 
     spec: dict
-    truth: Array
+    truth: Array | None
     operator: operators.Operator
     y: Array
     likelihood: likelihoods.Likelihood
     prior: priors.ScorePrior
     alpha: float
     manifold: Any
+    law: Any
     baseline: dict
 
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return tuple(self.operator.input_shape)
 
-def _truth_and_manifold(data: dict, key) -> tuple[Array, Any, Any]:
-    """Return (truth, manifold or None, exact data law or None)."""
+
+def _origin(spec: dict) -> str:
+    return spec.get("_path") or "<spec>"
+
+
+def _spec_file(spec: dict, key: str) -> Path:
+    """The file named by ``data.<key>``, relative to the spec's folder."""
+    name = spec["data"][key]
+    path = Path(name)
+    if not path.is_absolute() and spec.get("_path"):
+        path = Path(spec["_path"]).parent / path
+    return path
+
+
+def _load_array(spec: dict, key: str) -> Array:
+    path = _spec_file(spec, key)
+    if not path.is_file():
+        raise SpecError(f"{_origin(spec)}: 'data.{key}' names {str(path)!r}, which does not exist")
+    try:
+        value = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise SpecError(f"{_origin(spec)}: 'data.{key}' file {str(path)!r}: {err}") from err
+    if not np.issubdtype(value.dtype, np.number):
+        raise SpecError(f"{_origin(spec)}: 'data.{key}' file {str(path)!r} is not numeric")
+    if not np.all(np.isfinite(value)):
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        raise SpecError(
+            f"{_origin(spec)}: 'data.{key}' file {str(path)!r} has {bad} NaN or infinite "
+            "entries: clean or mask them before solving"
+        )
+    return jnp.asarray(value, dtype=jnp.result_type(float))
+
+
+def _truth_and_manifold(spec: dict, key) -> tuple[Array | None, Any, Any]:
+    """Return (truth or None, manifold or None, exact data law or None)."""
+    data = spec["data"]
     source = data["source"]
     if source == "circle":
         circle = manifolds.Circle()
         law = manifolds.VonMises(circle, kappa=float(data["kappa"]), loc=float(data["loc"]))
         return circle.chart(jnp.asarray(float(data["angle"]))), circle, law
+    if source == "file":
+        return (_load_array(spec, "path") if data["path"] else None), None, None
     from bip import images
 
     if source == "phantom":
-        manifold = images.PhantomManifold(size=data["size"])
+        manifold = images.PhantomManifold(size=data["size"], free=tuple(data["free"]))
         law = images.PhantomLaw(manifold)
         truth = law.sample(jax.random.fold_in(key, data["index"]), ())
         return truth, manifold, law
-    if source == "digits":
-        return jnp.asarray(images.digits(data["size"])[data["index"]]), None, None
-    if source == "faces":
-        return jnp.asarray(images.faces()[data["index"]]), None, None
-    return jnp.asarray(images.phantom(data["size"])), None, None
+    collection = {"digits": lambda: images.digits(data["size"]), "faces": images.faces}.get(
+        source, lambda: images.phantom(data["size"])[None]
+    )()
+    if not 0 <= data["index"] < collection.shape[0]:
+        raise SpecError(
+            f"{_origin(spec)}: 'data.index' = {data['index']} is outside the "
+            f"{collection.shape[0]} images of {source!r}"
+        )
+    return jnp.asarray(collection[data["index"]]), None, None
 
 
-def _operator(spec_op: dict, event_shape: tuple[int, ...]) -> operators.Operator:
+def _operator(spec: dict, event_shape: tuple[int, ...]) -> operators.Operator:
+    spec_op = spec["operator"]
     kind = spec_op["kind"]
     if kind == "coordinate_projection":
         return operators.coordinate_projection(event_shape[0], spec_op["coordinates"])
     if kind == "identity":
         return operators.from_function(lambda x: x, event_shape, linear=True, name="identity")
     if len(event_shape) != 2 or event_shape[0] != event_shape[1]:
-        raise SpecError(f"operator {kind!r} needs square images, the data has shape {event_shape}")
+        raise SpecError(
+            f"{_origin(spec)}: operator {kind!r} needs square images, the data has shape "
+            f"{event_shape}"
+        )
     n = event_shape[0]
     if kind == "radon":
         angles = jnp.linspace(0.0, 180.0, spec_op["views"], endpoint=False)
@@ -231,38 +363,52 @@ def _operator(spec_op: dict, event_shape: tuple[int, ...]) -> operators.Operator
     return operators.mask((keep < spec_op["keep_fraction"]).astype(jnp.result_type(float)))
 
 
-def _prior(spec_prior: dict, law, event_shape) -> priors.ScorePrior:
-    if spec_prior["source"] == "exact":
+def _prior(spec: dict, law) -> priors.ScorePrior:
+    source = spec["prior"]["source"]
+    if source == "exact":
         if law is None:
             raise SpecError(
-                "prior.source = 'exact' needs data on a known manifold (circle, phantom); "
-                "name a trained prior from priors/ instead"
+                f"{_origin(spec)}: prior.source = 'exact' needs data on a known manifold "
+                "(circle, phantom); name a trained prior from priors/ instead"
             )
         return priors.exact(law)
     from bip import networks
 
-    prior = networks.load_prior(spec_prior["source"])
-    if tuple(prior.event_shape) != tuple(event_shape):
-        raise SpecError(
-            f"prior {spec_prior['source']!r} has event shape {tuple(prior.event_shape)}, "
-            f"the data has shape {tuple(event_shape)}"
-        )
-    return prior
+    return networks.load_prior(source)
 
 
 def build(spec: dict) -> Problem:
-    """Ground truth, operator, noisy observation (seeded), likelihood and prior of a spec."""
+    """Ground truth, operator, observation (measured, or simulated with the spec's noise and
+    seed), likelihood and prior of a validated spec; shape mismatches are ``SpecError``s."""
     key = jax.random.key(spec["sampler"]["seed"])
     k_truth, k_noise = jax.random.split(key)
-    truth, manifold, law = _truth_and_manifold(spec["data"], k_truth)
-    event_shape = tuple(truth.shape)
-    op = _operator(spec["operator"], event_shape)
+    truth, manifold, law = _truth_and_manifold(spec, k_truth)
+    prior = _prior(spec, law)
+    event_shape = tuple(truth.shape) if truth is not None else tuple(prior.event_shape)
+    if tuple(prior.event_shape) != event_shape:
+        raise SpecError(
+            f"{_origin(spec)}: prior {spec['prior']['source']!r} ('prior.source') takes images "
+            f"of shape {tuple(prior.event_shape)}, but the data has shape {event_shape}"
+        )
+    op = _operator(spec, event_shape)
     noise = spec["noise"]
-    clean = op(truth)
-    eps = jax.random.normal(k_noise, clean.shape, clean.dtype)
-    if noise["kind"] == "student_t":
-        eps = jax.random.t(k_noise, noise["df"], clean.shape, clean.dtype)
-    y = clean + noise["std"] * eps
+    if spec["data"]["measurement"]:
+        y = _load_array(spec, "measurement")
+        if tuple(y.shape) != tuple(op.output_shape):
+            raise SpecError(
+                f"{_origin(spec)}: the measurement {str(_spec_file(spec, 'measurement'))!r} "
+                f"('data.measurement') has shape {tuple(y.shape)}, but the operator "
+                f"{spec['operator']['kind']!r} on images {event_shape} gives "
+                f"{tuple(op.output_shape)}"
+            )
+    elif truth is None:
+        raise SpecError(f"{_origin(spec)}: no ground truth to simulate a measurement from")
+    else:
+        clean = op(truth)
+        eps = jax.random.normal(k_noise, clean.shape, clean.dtype)
+        if noise["kind"] == "student_t":
+            eps = jax.random.t(k_noise, noise["df"], clean.shape, clean.dtype)
+        y = clean + noise["std"] * eps
     if noise["kind"] == "gaussian":
         lik = likelihoods.gaussian(op, y, noise["std"])
     else:
@@ -270,41 +416,35 @@ def build(spec: dict) -> Problem:
 
         df, std = float(noise["df"]), float(noise["std"])
         lik = likelihoods.numpyro_noise(op, y, lambda mean: dist.StudentT(df, mean, std))
-    prior = _prior(spec["prior"], law, event_shape)
     alpha = float(spec["prior"]["alpha"]) if spec["prior"]["kind"] == "maxent" else 0.0
-    baseline = _baseline(spec, op, y, truth)
-    return Problem(spec, truth, op, y, lik, prior, alpha, manifold, baseline)
-
-
-def psnr(estimate, truth) -> float:
-    """Peak signal-to-noise ratio in dB with the truth's dynamic range as the peak."""
-    estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
-    peak = float(truth.max() - truth.min()) or 1.0
-    mse = float(np.mean((estimate - truth) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(peak**2 / mse)
+    baseline = _baseline(spec, op, y, truth) if truth is not None else {}
+    return Problem(spec, truth, op, y, lik, prior, alpha, manifold, law, baseline)
 
 
 def _baseline(spec: dict, op, y, truth) -> dict:
-    """Classical reconstructions to beat: FBP for CT, Tikhonov at its best weight otherwise."""
+    """Classical reconstructions to beat: FBP for CT, Tikhonov (for a blur: the Wiener filter
+    with a white prior) at its best weight, chosen with the ground truth (an oracle)."""
     if truth.ndim != 2:
         return {}
     out = {}
     if spec["operator"]["kind"] == "radon":
         fbp = operators.filtered_back_projection(op, y)
-        out["fbp"] = {"psnr": psnr(fbp, truth)}
+        out["fbp"] = {"psnr": metrics.psnr(fbp, truth)}
     if op.linear:
         best = None
         for weight in np.geomspace(1e-4, 10.0, 21):
-            estimate = _tikhonov(op, y, float(weight))
-            score = psnr(estimate, truth)
+            estimate = tikhonov(op, y, float(weight))
+            score = metrics.psnr(estimate, truth)
             if best is None or score > best[0]:
                 best = (score, float(weight))
         out["tikhonov"] = {"psnr": best[0], "weight": best[1]}
     return out
 
 
-def _tikhonov(op, y, weight: float, iterations: int = 200) -> Array:
-    """``argmin ||A x - y||^2 + weight ||x||^2`` by conjugate gradients on the normal equations."""
+@functools.partial(jax.jit, static_argnames="iterations")
+def tikhonov(op, y, weight: float, iterations: int = 200) -> Array:
+    """``argmin ||A x - y||^2 + weight ||x||^2`` by conjugate gradients on the normal equations
+    (one compiled program per operator structure; ``weight`` is traced)."""
     rhs = op.adjoint(y)
     x, _ = jax.scipy.sparse.linalg.cg(lambda v: op.gram(v) + weight * v, rhs, maxiter=iterations)
     return x

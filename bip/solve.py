@@ -65,6 +65,8 @@ def _sample(problem: problems.Problem, progress: bool) -> samplers.Run:
         progress=progress,
     )
     key = jax.random.key(s["seed"] + 1)
+    k_init, key = jax.random.split(key)
+    common["initial_positions"] = initial_positions(k_init, problem)
     if s["anneal_from"] > s["sigma"]:
         sigmas = samplers.geometric_sigmas(s["anneal_from"], s["sigma"], s["anneal_levels"])
         return posteriors.sample_annealed(
@@ -80,24 +82,51 @@ def _sample(problem: problems.Problem, progress: bool) -> samplers.Run:
     )
 
 
-def _image_report(problem, samples: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict:
-    from skimage.metrics import structural_similarity
+def initial_positions(rng_key, problem: problems.Problem) -> jax.Array:
+    """Chain starts ``(chains, *event)`` by ``[sampler] init``: ``"prior"`` draws from the
+    known data law (exact priors; else falls back to noise), ``"noise"`` is ``N(0, s^2 I)``
+    with ``s`` the first annealing level (or 1), ``"baseline"`` the Tikhonov estimate at its
+    best weight plus that noise."""
+    s = problem.spec["sampler"]
+    shape = (s["chains"],) + problem.event_shape
+    scale = max(s["anneal_from"], s["sigma"]) if s["anneal_from"] > 0 else 1.0
+    noise = scale * jax.random.normal(rng_key, shape, problem.y.dtype)
+    if s["init"] == "prior" and problem.law is not None and hasattr(problem.law, "sample"):
+        return jnp.asarray(problem.law.sample(rng_key, (s["chains"],)), problem.y.dtype)
+    if s["init"] == "baseline" and problem.operator.linear:
+        weight = problem.baseline.get("tikhonov", {}).get("weight", 1e-2)
+        return problems.tikhonov(problem.operator, problem.y, weight) + noise
+    return noise
 
-    truth = np.asarray(problem.truth, float)
-    flat = samples.reshape((-1,) + truth.shape)
-    lo, hi = np.quantile(flat, [(1 - COVERAGE_LEVEL) / 2, (1 + COVERAGE_LEVEL) / 2], axis=0)
-    data_range = float(truth.max() - truth.min()) or 1.0
-    report = {
-        "psnr": problems.psnr(mean, truth),
-        "ssim": float(structural_similarity(mean, truth, data_range=data_range)),
-        "coverage_90": float(np.mean((truth >= lo) & (truth <= hi))),
-        "mean_std": float(std.mean()),
-    }
+
+def _image_report(problem, samples: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict:
+    report = {"mean_std": float(std.mean())}
+    flat = samples.reshape((-1,) + mean.shape)
+    if problem.truth is not None:
+        truth = np.asarray(problem.truth, float)
+        report.update(
+            psnr=metrics.psnr(mean, truth),
+            ssim=metrics.ssim(mean, truth),
+            coverage_90=metrics.coverage(flat, truth, COVERAGE_LEVEL),
+            truth_norm=float(np.linalg.norm(truth)),
+        )
     if problem.manifold is not None:
+        some = jnp.asarray(flat[:: max(1, flat.shape[0] // 64)])
         report["distance_to_manifold_mean"] = float(problem.manifold.distance(jnp.asarray(mean)))
+        report["distance_to_manifold_samples"] = float(jnp.mean(problem.manifold.distance(some)))
+    return report
+
+
+def _denoised_report(problem, denoised: np.ndarray) -> dict:
+    """PSNR of the mean of the Tweedie-denoised draws, and their distance to the manifold."""
+    report = {}
+    mean = denoised.mean(axis=(0, 1))
+    if problem.truth is not None:
+        report["psnr"] = metrics.psnr(mean, problem.truth)
+    if problem.manifold is not None:
+        flat = denoised.reshape((-1,) + mean.shape)
         some = jnp.asarray(flat[:: max(1, flat.shape[0] // 64)])
         report["distance_to_manifold_samples"] = float(jnp.mean(problem.manifold.distance(some)))
-        report["truth_norm"] = float(np.linalg.norm(truth))
     return report
 
 
@@ -127,7 +156,7 @@ def _diagnostics(samples: np.ndarray, run: samplers.Run) -> dict:
     }
 
 
-def _figure(problem, samples, mean, std, path: Path) -> None:
+def _figure(problem, samples, arrays: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -135,23 +164,26 @@ def _figure(problem, samples, mean, std, path: Path) -> None:
 
     from bip import plots
 
-    truth = np.asarray(problem.truth)
-    if truth.ndim == 1:
+    truth = None if problem.truth is None else np.asarray(problem.truth)
+    if len(problem.event_shape) == 1:
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         plots.scatter_on_manifold(ax, samples.reshape(-1, truth.size), problem.manifold, s=1)
         ax.plot(*truth, "r*", ms=12, label="truth")
         ax.legend()
     else:
-        panels = [
-            ("truth", truth),
+        panels = [("truth", truth)] if truth is not None else []
+        panels += [
             ("measurement", np.asarray(problem.y)),
-            ("posterior mean", mean),
-            ("posterior std", std),
+            ("posterior mean", arrays["mean"]),
+            ("posterior std", arrays["std"]),
         ]
+        if "mean_denoised" in arrays:
+            panels.append(("denoised mean", arrays["mean_denoised"]))
         panels += [(f"sample {i}", samples[-1, i]) for i in range(min(3, samples.shape[1]))]
         fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.6))
         for ax, (title, img) in zip(axes, panels, strict=True):
-            ax.imshow(img, cmap="gray", aspect="auto" if img.shape != truth.shape else "equal")
+            shape = tuple(problem.event_shape)
+            ax.imshow(img, cmap="gray", aspect="auto" if img.shape != shape else "equal")
             ax.set_title(title, fontsize=9)
             ax.axis("off")
     plots.save_figure(fig, path)
@@ -181,10 +213,15 @@ def solve(spec_or_path, out_dir=None, *, overwrite: bool = False, progress: bool
         "prior": problem.prior.name,
         "sigma": spec["sampler"]["sigma"],
     }
-    if problem.truth.ndim == 1:
+    arrays = {"mean": mean, "std": std}
+    if len(problem.event_shape) == 1:
         report.update(_circle_report(problem, samples))
     else:
         report.update(_image_report(problem, samples, mean, std))
+        level = posteriors.spread(spec["sampler"]["sigma"], problem.alpha)
+        denoised = np.asarray(posteriors.denoise(problem.prior, jnp.asarray(samples), level))
+        arrays["mean_denoised"] = denoised.mean(axis=(0, 1))
+        report["denoised"] = {"level": level, **_denoised_report(problem, denoised)}
         report["baselines"] = problem.baseline
     report.update(_diagnostics(samples, run))
     if out is None:
@@ -201,14 +238,13 @@ def solve(spec_or_path, out_dir=None, *, overwrite: bool = False, progress: bool
         np.savez_compressed(
             tmp / "samples.npz",
             samples=samples.astype(np.float32),
-            truth=np.asarray(problem.truth),
+            truth=np.asarray(np.nan if problem.truth is None else problem.truth),
             y=np.asarray(problem.y),
-            mean=mean,
-            std=std,
+            **arrays,
             metadata=np.array(json.dumps(metadata)),
         )
         (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=True))
-        _figure(problem, samples, mean, std, tmp / "figure.png")
+        _figure(problem, samples, arrays, tmp / "figure.png")
         if out.exists():
             trash = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, trash)
