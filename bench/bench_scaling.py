@@ -14,8 +14,10 @@ configuration of one, x64 or a device count, cannot leak into another) and print
 - ``memory``: peak RSS (``resource.getrusage``) of a subprocess running 10^4 chains for
   10^6 steps (by default) with streaming statistics and ``keep_samples=False``.
 - ``overhead``, ``projector``, ``networks``, ``deepinv``: wrappers around
-  ``bench/bench_ula.py``, ``bench/bench_projector.py``, ``bench/bench_networks.py`` and a
-  deepinv comparison (only if ``import deepinv`` works).
+  ``bench/bench_ula.py``, ``bench/bench_projector.py``, ``bench/bench_networks.py`` and
+  ``bench/bench_deepinv.py`` (seconds per 1000 Langevin steps at 64 chains, CT and
+  deblurring, bip against deepinv's ULA; only if ``import deepinv`` works here or
+  ``BIP_BENCH_DEEPINV_PYTHON`` names an interpreter where it does, else one "skipped" row).
 
 Run one section: ``python -m bench.bench_scaling chains [--quick] [--json out.json]``.
 """
@@ -37,7 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(tempfile.gettempdir()) / "bip-bench-xla-cache"
 SIGMA = 0.1
 STEP = 1e-3  # default_step_size(0.1, alpha=0)
-DEEPINV_HINT = "skipped (pip install torch==2.13.0 deepinv)"
+DEEPINV_HINT = (
+    "skipped: pip install torch==2.13.0, then deepinv with torch pinned (bench/bench_deepinv.py); "
+    "run with that python or set BIP_BENCH_DEEPINV_PYTHON"
+)
 
 
 def _row(benchmark, a, b, ratio, note=""):
@@ -391,46 +396,34 @@ def section_networks(quick: bool) -> list[dict]:
 
 
 def section_deepinv(quick: bool) -> list[dict]:
-    try:
-        import deepinv  # noqa: F401
-        import torch
-    except ImportError:
-        return [
-            _row("Langevin step: bip ULA vs deepinv ULA (torch CPU)", "-", "-", None, DEEPINV_HINT)
-        ]
-    jax = _setup_jax(cache=False)
-    import numpy as np
+    """bip vs deepinv: seconds per 1000 Langevin steps at 64 chains (bench/bench_deepinv.py).
 
-    bip, prior, algo = _circle()
-    chains, steps = (1000, 200) if quick else (10_000, 500)
-    x0 = np.asarray(prior.manifold.sample_uniform(jax.random.key(0), (chains,)))
-    mu = torch.tensor([math.cos(math.pi), math.sin(math.pi)], dtype=torch.float64)
-
-    def torch_score(x):  # the same closed-form smoothed von Mises score (Bessel ratio)
-        v = x / SIGMA**2 + 4.0 * mu
-        z = torch.linalg.norm(v, dim=-1, keepdim=True)
-        ratio = torch.special.i1e(z) / torch.special.i0e(z)
-        return (-x + ratio / z * v) / SIGMA**2
-
-    x = torch.tensor(x0)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        x = x + STEP * torch_score(x) + math.sqrt(2 * STEP) * torch.randn_like(x)
-    torch_s = time.perf_counter() - t0
-    bip.samplers.run(jax.random.key(1), algo, x0, steps, thin=steps, progress=False)
-    t0 = time.perf_counter()
-    out = bip.samplers.run(jax.random.key(1), algo, x0, steps, thin=steps, progress=False)
-    jax.block_until_ready(out.samples)
-    jax_s = time.perf_counter() - t0
-    return [
-        _row(
-            f"Langevin steps: bip run() / torch loop ({chains} x {steps}, f64)",
-            f"{chains * steps / jax_s / 1e6:.3g} M/s",
-            f"{chains * steps / torch_s / 1e6:.3g} M/s",
-            torch_s / jax_s,
-            "deepinv's ULA is the same torch update; bip time includes its jit",
+    In this process when torch and deepinv import here; else in the interpreter named by
+    ``BIP_BENCH_DEEPINV_PYTHON`` (a venv with torch, deepinv and bip, as the module docstring
+    installs), which runs both sides; else one row saying how to install.
+    """
+    title = "s/1000 ULA steps x 64 chains: bip vs deepinv (torch CPU)"
+    module = _import_bench("bench_deepinv")
+    if module is None:
+        return [_row(title, "-", "-", None, "skipped: bench/bench_deepinv.py missing")]
+    missing = module.deepinv_missing()
+    if missing is None:
+        return module.compare(quick)
+    python = os.environ.get("BIP_BENCH_DEEPINV_PYTHON")
+    if not python:
+        return [_row(title, "-", "-", None, f"{DEEPINV_HINT} ({missing})")]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rows.json"
+        cmd = [python, "-m", "bench.bench_deepinv", "--json", str(out)]
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "VIRTUAL_ENV")}
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        proc = subprocess.run(
+            cmd + (["--quick"] if quick else []), cwd=ROOT, env=env, capture_output=True, text=True
         )
-    ]
+        if proc.returncode or not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+            raise RuntimeError(f"{python} -m bench.bench_deepinv: {tail[0]}")
+        return json.loads(out.read_text())
 
 
 SECTIONS = {
