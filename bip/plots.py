@@ -187,12 +187,12 @@ def robustness(sweep):
 
 
 def image_robustness(sweep):
-    """The figure of a ``bip.experiments.ImageSweep``: four panels.
+    """The figure of a ``bip.experiments.ImageSweep``: five panels.
 
     Energy distance to the zero-error posterior against error size (one curve per alpha and
     sigma, the threshold as a grey line); ``eps*`` against sigma on log-log axes with the fitted
-    slope per alpha; the PSNR of the posterior mean and the mean distance of the draws to the
-    manifold against error size.
+    slope per alpha; the PSNR of the posterior mean, the coverage of the truth by the 90%
+    intervals and the mean distance of the draws to the manifold against error size.
 
     Returns:
         The matplotlib ``Figure``.
@@ -202,7 +202,7 @@ def image_robustness(sweep):
     records = sweep.records
     alphas = sorted({r["alpha"] for r in records})
     sigmas = sorted({r["sigma"] for r in records}, reverse=True)
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.8), constrained_layout=True)
     styles = ["-", "--", ":", "-."]
     for i, alpha in enumerate(alphas):
         for k, sigma in enumerate(sigmas):
@@ -217,7 +217,8 @@ def image_robustness(sweep):
             axes[0].loglog(sizes, ed, label=label, **style)
             if "psnr" in cell[0]:
                 axes[2].semilogx(sizes, [r["psnr"] for r in cell], label=label, **style)
-            axes[3].loglog(sizes, [r["mean_distance_to_manifold"] for r in cell], **style)
+                axes[3].semilogx(sizes, [r["coverage_90"] for r in cell], **style)
+            axes[4].loglog(sizes, [r["mean_distance_to_manifold"] for r in cell], **style)
     axes[0].axhline(sweep.config["threshold"], color="gray", lw=0.8)
     axes[0].set(
         xlabel="error size eps (L2 norm)",
@@ -241,7 +242,8 @@ def image_robustness(sweep):
     axes[1].set(xlabel="sigma", ylabel="critical error eps*", title="critical error vs sigma")
     axes[1].legend(fontsize=8)
     axes[2].set(xlabel="error size eps", ylabel="PSNR of the posterior mean (dB)", title="PSNR")
-    axes[3].set(
+    axes[3].set(xlabel="error size eps", ylabel="coverage of the truth", title="90% intervals")
+    axes[4].set(
         xlabel="error size eps",
         ylabel="mean distance to M",
         title="distance of the draws to the manifold",
