@@ -13,7 +13,8 @@ float64 and float32. Timed side by side in the same run:
 - an ablation between the two, each compiled once: the hand loop plus the divergence check
   (``_chain_ok`` + ``_tree_where`` + flags, as in ``run``), plus the info accumulation
   (``sum(drift^2)`` masked and summed), and plus both with the BlackJAX kernel (``run``'s
-  step minus the re-jit); and ``run``'s per-call fixed cost (a 1-step ``run``).
+  step minus the re-jit); ``run``'s per-call fixed cost (a 1-step ``run``); and the
+  same chain through ``bip.posteriors.sample`` (a fresh drift every call, no recompile).
 
 All use the same ``prior.score``. Times are the best of ``--repeats`` calls after a warm-up,
 interleaved so that the load of the 2 shared cores falls on all variants alike; expect +-20%
@@ -45,6 +46,27 @@ def _library(prior, h: float, num_steps: int):
 
     def call(key, x0):
         out = bip.samplers.run(key, algo, x0, num_steps, thin=num_steps, progress=False)
+        return out.samples[-1]
+
+    return call
+
+
+def _posterior(prior, h: float, num_steps: int):
+    """The same chain through ``bip.posteriors.sample``: a new drift pytree every call, whose
+    compiled loop is reused (only its arrays, the key and ``x0`` are new)."""
+
+    def call(key, x0):
+        out = bip.posteriors.sample(
+            key,
+            prior,
+            sigma=SIGMA,
+            step=h,
+            num_chains=x0.shape[0],
+            num_steps=num_steps,
+            thin=num_steps,
+            initial_positions=x0,
+            progress=False,
+        )
         return out.samples[-1]
 
     return call
@@ -121,6 +143,7 @@ def bench(num_chains: int, num_steps: int, repeats: int, dtype) -> dict:
             prior, h, num_steps, blackjax=True, check=True, info=True
         ),
         "run() fixed cost (1 step)": _library(prior, h, 1),
+        "posteriors.sample() (prior only)": _posterior(prior, h, num_steps),
     }
     final = {name: jax.block_until_ready(fn(key, x0)) for name, fn in variants.items()}
     assert final["library run()"].dtype == dtype, final["library run()"].dtype

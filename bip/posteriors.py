@@ -19,14 +19,16 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from bip import _checks, samplers
+from bip.likelihoods import Likelihood
 from bip.priors import ScorePrior, tempered
 
 Array = jax.Array
@@ -40,38 +42,84 @@ def _check_compatible(prior: ScorePrior, likelihood) -> None:
         )
 
 
-def drift(prior: ScorePrior, likelihood=None, *, sigma, alpha=0.0) -> Callable[[Array], Array]:
-    """The posterior drift ``x -> sigma^alpha s(x, sigma) - grad v(x)`` for ONE event."""
-    _checks.positive("sigma", sigma)
-    _checks.alpha(alpha)
-    _check_compatible(prior, likelihood)
-    target = tempered(prior, alpha)
+@struct.dataclass
+class _TemperedPosterior:
+    prior: ScorePrior
+    likelihood: Likelihood | None
+    sigma: Array
+    alpha: Array
 
-    def fn(x):
-        out = target.score(x, sigma)
-        if likelihood is not None:
-            out = out - likelihood.grad_potential(x)
+
+@struct.dataclass
+class Drift(_TemperedPosterior):
+    """The posterior drift ``x -> sigma^alpha s(x, sigma) - grad v(x)`` for ONE event
+    ``(*event) -> (*event)``, as an immutable pytree: the prior's and the likelihood's arrays,
+    ``sigma`` and ``alpha`` are leaves, so a jitted sampler (``bip.samplers.run``) compiles
+    once for all their values. Build it with ``drift(...)``.
+
+    Example:
+        >>> fn = bip.posteriors.drift(prior, lik, sigma=0.1, alpha=1.0)
+        >>> fn(jnp.array([0.0, 1.0])).shape
+        (2,)
+        >>> other = bip.posteriors.drift(prior, lik, sigma=0.05, alpha=0.5)  # same structure
+    """
+
+    def __call__(self, x: Array) -> Array:
+        out = tempered(self.prior, self.alpha).score(x, self.sigma)
+        if self.likelihood is not None:
+            out = out - self.likelihood.grad_potential(x)
         return out
 
-    return fn
+
+@struct.dataclass
+class LogDensity(_TemperedPosterior):
+    """The posterior log density ``x -> sigma^alpha log p_sigma(x) - v(x)`` for ONE event
+    ``(*event) -> ()``, a pytree like ``Drift``. Build it with ``logdensity(...)``.
+
+    Example:
+        >>> fn = bip.posteriors.logdensity(prior, lik, sigma=0.1, alpha=1.0)
+        >>> fn(jnp.array([0.0, 1.0])).shape
+        ()
+    """
+
+    def __call__(self, x: Array) -> Array:
+        out = tempered(self.prior, self.alpha).logdensity(x, self.sigma)
+        if self.likelihood is not None:
+            out = out - self.likelihood.potential(x)
+        return out
 
 
-def logdensity(prior: ScorePrior, likelihood=None, *, sigma, alpha=0.0) -> Callable[[Array], Array]:
-    """``x -> sigma^alpha log p_sigma(x) - v(x)`` (needs a prior with a log density)."""
+def _posterior_fields(prior: ScorePrior, likelihood, sigma, alpha) -> dict:
+    """Checked fields of a ``Drift``/``LogDensity``. The likelihood's ``lipschitz`` (a static
+    field that only the step rule reads) is dropped, so another noise level keeps the
+    structure; ``sigma`` and ``alpha`` become float arrays (leaves)."""
     _checks.positive("sigma", sigma)
     _checks.alpha(alpha)
     _check_compatible(prior, likelihood)
-    target = tempered(prior, alpha)
-    if not target.has_logdensity:
+    if isinstance(likelihood, Likelihood) and likelihood.lipschitz is not None:
+        likelihood = likelihood.replace(lipschitz=None)
+    dtype = jnp.result_type(float)
+    return {
+        "prior": prior,
+        "likelihood": likelihood,
+        "sigma": jnp.asarray(sigma, dtype),
+        "alpha": jnp.asarray(alpha, dtype),
+    }
+
+
+def drift(prior: ScorePrior, likelihood=None, *, sigma, alpha=0.0) -> Drift:
+    """The posterior drift ``x -> sigma^alpha s(x, sigma) - grad v(x)`` for ONE event
+    (a ``Drift`` pytree)."""
+    return Drift(**_posterior_fields(prior, likelihood, sigma, alpha))
+
+
+def logdensity(prior: ScorePrior, likelihood=None, *, sigma, alpha=0.0) -> LogDensity:
+    """``x -> sigma^alpha log p_sigma(x) - v(x)`` (needs a prior with a log density; a
+    ``LogDensity`` pytree)."""
+    fields = _posterior_fields(prior, likelihood, sigma, alpha)
+    if not prior.has_logdensity:
         raise ValueError(f"prior {prior.name!r} has no log density: use method='ula'")
-
-    def fn(x):
-        out = target.logdensity(x, sigma)
-        if likelihood is not None:
-            out = out - likelihood.potential(x)
-        return out
-
-    return fn
+    return LogDensity(**fields)
 
 
 def step_size(sigma, alpha=0.0, likelihood=None, c: float = 0.1):
@@ -108,6 +156,10 @@ def sample(
         method: ``"ula"`` (score only) or ``"mala"`` (needs a log density).
         step: step size; default ``step_size(sigma, alpha, likelihood, c)``.
         run_kwargs: passed to ``bip.samplers.run`` (thin, burn_in, observe, progress, ...).
+
+    The drift is a pytree (``Drift``), so repeated calls with the same structure and settings
+    run ONE compiled chain: new values of ``y``, the noise level, ``sigma``, ``alpha``,
+    ``step``, error sizes, network weights, the key or the start do not retrace.
     """
     num_chains = _checks.integer("num_chains", num_chains)
     h = step if step is not None else step_size(sigma, alpha, likelihood, c)
@@ -169,6 +221,33 @@ def default_initial_positions(rng_key: Array, prior: ScorePrior, num_chains: int
     return jax.random.normal(rng_key, (num_chains,) + tuple(prior.event_shape))
 
 
+@functools.partial(jax.jit, static_argnums=6)
+def _anneal(rng_key, target: Drift, sigmas, x, c, lipschitz, steps_per_level: int):
+    """``steps_per_level`` ULA steps of ``target`` at each level of ``sigmas`` ``(L,)`` from
+    ``x`` ``(num_chains, *event)``, step ``c * min(sigma^(2 - alpha), 1 / L)``; one program
+    for all values of the arrays (only ``steps_per_level`` and the shapes are static)."""
+    kernel = samplers.build_kernel()
+
+    def level(x, inputs):
+        index, sigma = inputs
+        h = c * sigma ** (2.0 - target.alpha)
+        if lipschitz is not None:
+            h = jnp.minimum(h, c / lipschitz)
+        fn = target.replace(sigma=sigma)
+
+        def body(i, state):
+            keys = jax.random.split(
+                jax.random.fold_in(jax.random.fold_in(rng_key, index), i), x.shape[0]
+            )
+            return jax.vmap(lambda k, s: kernel(k, s, fn, h)[0])(keys, state)
+
+        state = jax.lax.fori_loop(0, steps_per_level, body, samplers.LangevinState(x))
+        return state.position, None
+
+    x, _ = jax.lax.scan(level, x, (jnp.arange(sigmas.shape[0]), sigmas))
+    return x
+
+
 def sample_annealed(
     rng_key: Array,
     prior: ScorePrior,
@@ -186,40 +265,22 @@ def sample_annealed(
     """Annealed Langevin: ``steps_per_level`` ULA steps at each of the decreasing ``sigmas``
     (one jitted scan), then the final phase of ``num_steps`` at ``sigmas[-1]`` through
     ``bip.samplers.run`` (whose result is returned). A chain that diverges while annealing
-    makes ``run`` refuse its non-finite start with an error naming the count."""
+    makes ``run`` refuse its non-finite start with an error naming the count.
+
+    Repeated calls with the same structure (prior, likelihood, shapes, ``steps_per_level``)
+    reuse one compiled annealing program and one sampling loop, whatever ``sigmas``,
+    ``alpha``, ``c``, the key or the parameters' values."""
     sigmas = jnp.asarray(sigmas, dtype=jnp.result_type(float))
     _checks.positive("sigmas", sigmas)
-    _checks.alpha(alpha)
     steps_per_level = _checks.integer("steps_per_level", steps_per_level)
-    _check_compatible(prior, likelihood)
+    target = drift(prior, likelihood, sigma=sigmas[-1], alpha=alpha)
     k_init, k_anneal, k_final = jax.random.split(rng_key, 3)
     if initial_positions is None:
         initial_positions = default_initial_positions(k_init, prior, num_chains)
     lipschitz = getattr(likelihood, "lipschitz", None) if likelihood is not None else None
-    kernel = samplers.build_kernel()
-
-    @jax.jit
-    def anneal(x):
-        def level(x, inputs):
-            index, sigma = inputs
-            h = c * sigma ** (2.0 - alpha)
-            if lipschitz is not None:
-                h = jnp.minimum(h, c / lipschitz)
-            fn = drift(prior, likelihood, sigma=sigma, alpha=alpha)
-
-            def body(i, state):
-                keys = jax.random.split(
-                    jax.random.fold_in(jax.random.fold_in(k_anneal, index), i), num_chains
-                )
-                return jax.vmap(lambda k, s: kernel(k, s, fn, h)[0])(keys, state)
-
-            state = jax.lax.fori_loop(0, steps_per_level, body, samplers.LangevinState(x))
-            return state.position, None
-
-        x, _ = jax.lax.scan(level, x, (jnp.arange(sigmas.shape[0]), sigmas))
-        return x
-
-    x = anneal(jnp.asarray(initial_positions))
+    x = _anneal(
+        k_anneal, target, sigmas, jnp.asarray(initial_positions), c, lipschitz, steps_per_level
+    )
     return sample(
         k_final,
         prior,

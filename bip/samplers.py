@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.base import SamplingAlgorithm
 from jax.sharding import Mesh
+from jax.tree_util import Partial
 
 from bip import _checks, sharding, streaming
 
@@ -109,24 +110,43 @@ def ula(drift_fn: Callable[[Array], Array], step_size: float | Array) -> Samplin
 
     For a prior alone the drift is ``sigma^alpha s(x, sigma)``; for a posterior it is
     ``sigma^alpha s - grad v`` (see ``bip.posteriors``).
+
+    The step is a ``jax.tree_util.Partial`` holding ``drift_fn`` and ``step_size``: ``run``
+    traces their arrays (a pytree drift such as ``bip.posteriors.drift(...)``, the step
+    size), so a new algorithm with other values reuses the compiled loop.
     """
     _checks.positive("step_size", step_size)
-    kernel = build_kernel()
+    return SamplingAlgorithm(_ula_init, Partial(_ula_step, drift_fn, step_size))
 
-    def init_fn(position, rng_key=None):
-        del rng_key
-        return init(position)
 
-    def step_fn(rng_key, state):
-        return kernel(rng_key, state, drift_fn, step_size)
+def _ula_init(position, rng_key=None):
+    del rng_key
+    return init(position)
 
-    return SamplingAlgorithm(init_fn, step_fn)
+
+def _ula_step(drift_fn, step_size, rng_key, state):
+    return build_kernel()(rng_key, state, drift_fn, step_size)
 
 
 def mala(logdensity_fn: Callable[[Array], Array], step_size: float | Array) -> SamplingAlgorithm:
-    """BlackJAX's Metropolis-adjusted Langevin for a log density of one chain ``(*event) -> ()``."""
+    """BlackJAX's Metropolis-adjusted Langevin for a log density of one chain ``(*event) -> ()``.
+
+    The same algorithm as ``blackjax.mala(logdensity_fn, step_size)``, built as ``Partial``
+    pytrees like ``ula`` so that ``run`` traces the step size and a pytree log density.
+    """
     _checks.positive("step_size", step_size)
-    return blackjax.mala(logdensity_fn, step_size)
+    return SamplingAlgorithm(
+        Partial(_mala_init, logdensity_fn), Partial(_mala_step, logdensity_fn, step_size)
+    )
+
+
+def _mala_init(logdensity_fn, position, rng_key=None):
+    del rng_key
+    return blackjax.mala.init(position, logdensity_fn)
+
+
+def _mala_step(logdensity_fn, step_size, rng_key, state):
+    return blackjax.mala.build_kernel()(rng_key, state, logdensity_fn, step_size)
 
 
 def default_step_size(
@@ -293,8 +313,29 @@ def _update_active_bar(done):
         _ACTIVE_BAR[0].update(done)
 
 
+def _is_traced(leaf) -> bool:
+    """Leaves of an algorithm that ``run`` passes to its jitted loop as traced arguments."""
+    return isinstance(leaf, (jax.Array, np.ndarray, np.generic, float, complex))
+
+
+def _split(algorithm):
+    """``algorithm -> (structure, arrays)``: its array leaves and floats (traced) apart from
+    the rest (functions, ints: the hashable ``structure``, with None in the traced slots)."""
+    leaves, treedef = jax.tree_util.tree_flatten(algorithm)
+    static = tuple(None if _is_traced(leaf) else leaf for leaf in leaves)
+    arrays = [leaf if _is_traced(leaf) else None for leaf in leaves]
+    return (treedef, static), arrays
+
+
+def _merge(structure, arrays):
+    """The inverse of ``_split``."""
+    treedef, static = structure
+    leaves = [a if s is None else s for s, a in zip(static, arrays, strict=True)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
 def _build_loop(
-    algorithm,
+    structure,
     num_chains,
     thin,
     burn_in,
@@ -307,12 +348,13 @@ def _build_loop(
     keep_samples,
     mesh,
 ):
-    """The jitted multi-chain loop ``(rng_key, positions) -> (chains, samples, statistics)``."""
+    """The jitted multi-chain loop ``(arrays, rng_key, positions) -> (chains, samples,
+    statistics)`` of the algorithm ``_merge(structure, arrays)``."""
 
     def shard(tree):
         return sharding.constrain(tree, mesh)
 
-    def one_step(rng_key, carry, step_index):
+    def one_step(algorithm, rng_key, carry, step_index):
         state, diverged, diverged_at, info_sum = carry
         keys = shard(jax.random.split(jax.random.fold_in(rng_key, step_index), num_chains))
         new_state, info = jax.vmap(algorithm.step)(keys, state)
@@ -331,10 +373,10 @@ def _build_loop(
             )
         return shard((state, diverged | newly, diverged_at, info_sum)), None
 
-    def block(rng_key, carry, block_index):
+    def block(algorithm, rng_key, carry, block_index):
         chains, stat_state = carry
         start = burn_in + block_index * thin
-        step = functools.partial(one_step, rng_key)
+        step = functools.partial(one_step, algorithm, rng_key)
         chains, _ = jax.lax.scan(step, chains, start + jnp.arange(thin))
         draws = shard(jax.vmap(observe)(chains[0].position))
         if stat is not None:
@@ -342,7 +384,8 @@ def _build_loop(
         return (chains, stat_state), (draws if keep_samples else None)
 
     @jax.jit
-    def loop(rng_key, positions):
+    def loop(arrays, rng_key, positions):
+        algorithm = _merge(structure, arrays)
         state = shard(jax.vmap(algorithm.init)(shard(positions)))
         _, info_shape = jax.eval_shape(
             jax.vmap(algorithm.step), jax.random.split(rng_key, num_chains), state
@@ -354,13 +397,13 @@ def _build_loop(
         chains = shard(chains)
         if burn_in:
             chains, _ = jax.lax.scan(
-                functools.partial(one_step, rng_key), chains, jnp.arange(burn_in)
+                functools.partial(one_step, algorithm, rng_key), chains, jnp.arange(burn_in)
             )
         stat_state = None
         if stat is not None:
             stat_state = stat.init(jax.vmap(observe)(chains[0].position))
         (chains, stat_state), samples = jax.lax.scan(
-            functools.partial(block, rng_key), (chains, stat_state), jnp.arange(num_kept)
+            functools.partial(block, algorithm, rng_key), (chains, stat_state), jnp.arange(num_kept)
         )
         results = None if stat is None else stat.finalize(stat_state)
         return chains, samples, results
@@ -368,8 +411,9 @@ def _build_loop(
     return loop
 
 
-# Compiled loops are reused across calls with the same algorithm object and settings, so a
-# second ``run`` costs no compilation (the key and the positions are arguments).
+# Compiled loops are reused across calls with the same algorithm structure and settings, so a
+# second ``run`` costs no compilation: the key, the positions and the algorithm's arrays and
+# floats (a pytree drift's parameters, the step size) are traced arguments of the loop.
 _cached_loop = functools.lru_cache(maxsize=32)(_build_loop)
 
 
@@ -419,6 +463,11 @@ def run(
 
     Returns:
         A ``Run`` with ``samples`` of shape ``(num_steps // thin, num_chains, ...)``.
+
+    The compiled loop is reused by every call with the same algorithm structure, shapes and
+    settings: the arrays and floats inside the algorithm (those of a pytree drift such as
+    ``bip.posteriors.drift(...)``, the step size of ``ula``/``mala``) are traced arguments,
+    the rest of it (functions, ints; a closure as a whole) is keyed by identity or value.
     """
     num_steps = _checks.integer("num_steps", num_steps, minimum=1)
     thin = _checks.integer("thin", thin, minimum=1)
@@ -439,8 +488,9 @@ def run(
         progress = num_chains * total > 10**8
     bar = _Progress(total, bool(progress), "sampling")
     observe = observe if observe is not None else _identity
+    structure, arrays = _split(algorithm)
     settings = (
-        algorithm,
+        structure,
         num_chains,
         thin,
         burn_in,
@@ -460,7 +510,7 @@ def run(
     _ACTIVE_BAR[0] = bar
     try:
         (state, diverged, diverged_at, info_sum), samples, results = loop(
-            rng_key, sharding.put(positions, mesh)
+            arrays, rng_key, sharding.put(positions, mesh)
         )
         jax.block_until_ready((state, samples, results))
     finally:

@@ -205,3 +205,164 @@ def test_unknown_noise_level_with_hyperprior_sampled_jointly(alpha):
     )
     assert bip.metrics.total_variation(law.bin_probabilities(), fixed.bin_probabilities()) > 0.1
     assert 0.1 < float(out.noise_std[-2:].mean()) < 0.6
+
+
+class _TraceCounter:
+    """A prior whose score and log density count how often JAX traces them."""
+
+    def __init__(self):
+        self.count = 0
+
+    def prior(self):
+        def score(params, x, sigma):
+            self.count += 1
+            return PRIOR.score_fn(params, x, sigma)
+
+        def logdensity(params, x, sigma):
+            self.count += 1
+            return PRIOR.logdensity_fn(params, x, sigma)
+
+        return PRIOR.replace(score_fn=score, logdensity_fn=logdensity)
+
+
+@pytest.mark.parametrize("method", ["ula", "mala"])
+def test_repeated_sample_calls_trace_the_drift_once(method):
+    counter = _TraceCounter()
+    prior = counter.prior()
+    error = bip.errors.angular_cosine(2)
+
+    def call(seed, y, noise, sigma, alpha, size):
+        corrupted = bip.priors.with_error(prior, error, size) if method == "ula" else prior
+        lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([y]), noise)
+        start = DATA.sample(jax.random.key(seed), (16,))
+        return bip.posteriors.sample(
+            jax.random.key(seed),
+            corrupted,
+            lik,
+            sigma=sigma,
+            alpha=alpha,
+            num_chains=16,
+            num_steps=20,
+            thin=10,
+            initial_positions=start,
+            method=method,
+        ).samples
+
+    first = call(0, -0.5, 0.3, 0.1, 1.0, 0.5)
+    traces = counter.count
+    assert traces > 0
+    # new y, noise level (so a new Lipschitz constant and step), sigma, alpha, error size, key
+    second = call(1, 0.4, 0.5, 0.2, 0.5, 1.5)
+    assert counter.count == traces, "a second call with the same structure retraced"
+    assert not np.allclose(first, second)
+    # the new values are used: the same call from scratch (a fresh trace) agrees to rounding
+    fresh = _TraceCounter().prior()
+    lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([0.4]), 0.5)
+    corrupted = bip.priors.with_error(fresh, error, 1.5) if method == "ula" else fresh
+    expected = bip.posteriors.sample(
+        jax.random.key(1),
+        corrupted,
+        lik,
+        sigma=0.2,
+        alpha=0.5,
+        num_chains=16,
+        num_steps=20,
+        thin=10,
+        initial_positions=DATA.sample(jax.random.key(1), (16,)),
+        method=method,
+    ).samples
+    np.testing.assert_allclose(second, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_repeated_annealed_calls_trace_the_drift_once():
+    counter = _TraceCounter()
+    prior = counter.prior()
+
+    def call(seed, y, alpha, c, sigma_min):
+        lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([y]), 0.3)
+        return bip.posteriors.sample_annealed(
+            jax.random.key(seed),
+            prior,
+            lik,
+            sigmas=bip.samplers.geometric_sigmas(1.0, sigma_min, 4),
+            alpha=alpha,
+            c=c,
+            steps_per_level=5,
+            num_chains=16,
+            num_steps=20,
+            thin=10,
+        ).samples
+
+    first = call(0, -0.5, 1.0, 0.1, 0.1)
+    traces = counter.count
+    assert traces > 0
+    second = call(1, 0.4, 0.5, 0.05, 0.05)
+    assert counter.count == traces, "a second annealed call with the same structure retraced"
+    assert not np.allclose(first, second)
+    # another number of levels is another structure: traced again (the counter works)
+    lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([0.4]), 0.3)
+    bip.posteriors.sample_annealed(
+        jax.random.key(1),
+        prior,
+        lik,
+        sigmas=bip.samplers.geometric_sigmas(1.0, 0.1, 5),
+        steps_per_level=5,
+        num_chains=16,
+        num_steps=20,
+        thin=10,
+    )
+    assert counter.count > traces
+
+
+def test_drift_is_a_pytree_of_its_parameters():
+    lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([-0.5]), 0.3)
+    fn = bip.posteriors.drift(PRIOR, lik, sigma=0.1, alpha=1.0)
+    x = jnp.array([0.3, -0.9])
+    expected = bip.priors.tempered(PRIOR, 1.0).score(x, 0.1) - lik.grad_potential(x)
+    np.testing.assert_allclose(fn(x), expected, rtol=1e-12)
+    traced = jax.jit(lambda f, x: f(x))
+    np.testing.assert_allclose(traced(fn, x), expected, rtol=1e-12)
+    other = bip.posteriors.drift(PRIOR, lik, sigma=0.2, alpha=0.5)
+    np.testing.assert_allclose(
+        traced(other, x),
+        bip.priors.tempered(PRIOR, 0.5).score(x, 0.2) - lik.grad_potential(x),
+        rtol=1e-12,
+    )
+    assert traced._cache_size() == 1
+    log_fn = bip.posteriors.logdensity(PRIOR, lik, sigma=0.1, alpha=1.0)
+    np.testing.assert_allclose(
+        jax.grad(log_fn)(x), bip.posteriors.drift(PRIOR, lik, sigma=0.1, alpha=1.0)(x), rtol=1e-8
+    )
+
+
+_LIK = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([-0.5]), 0.3)
+
+
+def _sample(**kwargs):
+    return bip.posteriors.sample(
+        jax.random.key(0), PRIOR, _LIK, num_chains=4, num_steps=2, **kwargs
+    )
+
+
+def _annealed(sigmas, **kwargs):
+    return bip.posteriors.sample_annealed(
+        jax.random.key(0), PRIOR, _LIK, sigmas=jnp.array(sigmas), num_chains=4, **kwargs
+    )
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: _sample(sigma=0.0), "sigma must be > 0"),
+        (lambda: _sample(sigma=-0.1, method="mala"), "sigma must be > 0"),
+        (lambda: _sample(sigma=0.1, alpha=2.0), "alpha must lie in"),
+        (lambda: _sample(sigma=0.1, alpha=-0.5, method="mala"), "alpha must lie in"),
+        (lambda: _sample(sigma=0.1, step=0.0), "step_size must be > 0"),
+        (lambda: _annealed([1.0, 0.0]), "sigmas must be > 0"),
+        (lambda: _annealed([1.0, 0.1], alpha=2.5), "alpha must lie in"),
+    ],
+)
+def test_bad_sample_settings_are_clear_errors(call, match):
+    """Values are traced, but concrete bad ones are still refused before any tracing."""
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -2,6 +2,7 @@
 
 import warnings
 
+import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -147,3 +148,45 @@ def test_bad_sampler_input_is_a_clear_error(call, match):
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match=match):
             call()
+
+
+def test_run_traces_pytree_algorithms_once_for_all_their_values():
+    traces = []
+
+    def drift(sigma, x):  # a Partial pytree drift: sigma is a traced leaf
+        traces.append(None)
+        return PRIOR.score(x, sigma)
+
+    x0 = DATA.sample(jax.random.key(1), (32,))
+    out = [
+        bip.samplers.run(
+            jax.random.key(seed),
+            bip.samplers.ula(jax.tree_util.Partial(drift, sigma), step),
+            x0 + shift,
+            num_steps=20,
+            thin=10,
+        ).samples
+        for seed, sigma, step, shift in [(0, 0.1, 1e-3, 0.0), (1, 0.2, 2e-3, 0.1)]
+    ]
+    assert len(traces) == 2  # eval_shape of the step and the loop, in the first call only
+    assert not np.allclose(out[0], out[1])
+    # the second values are used: a closure with them baked in gives the same draws
+    closure = bip.samplers.ula(lambda x: PRIOR.score(x, 0.2), 2e-3)
+    expected = bip.samplers.run(jax.random.key(1), closure, x0 + 0.1, num_steps=20, thin=10)
+    np.testing.assert_allclose(out[1], expected.samples, rtol=1e-12, atol=1e-12)
+    # a new closure is a new structure: it compiles again, as it always did
+    bip.samplers.run(
+        jax.random.key(0), bip.samplers.ula(lambda x: drift(0.1, x), 1e-3), x0, 20, thin=10
+    )
+    assert len(traces) == 4
+
+
+def test_mala_is_blackjax_mala():
+    def logdensity(x):
+        return PRIOR.logdensity(x, SIGMA)
+
+    x0 = DATA.sample(jax.random.key(1), (64,))
+    ours = bip.samplers.run(jax.random.key(2), bip.samplers.mala(logdensity, 3e-3), x0, 50)
+    theirs = bip.samplers.run(jax.random.key(2), blackjax.mala(logdensity, 3e-3), x0, 50)
+    np.testing.assert_array_equal(ours.samples, theirs.samples)
+    np.testing.assert_array_equal(ours.info_mean.acceptance_rate, theirs.info_mean.acceptance_rate)
