@@ -32,7 +32,7 @@ def _image_robustness(args: argparse.Namespace) -> int:
     )
     print(
         f"error: {sweep.config['error']}, beta = {sweep.config['beta']:g}; "
-        f"threshold: energy distance {sweep.config['threshold']:g}"
+        f"departure: {sweep.config['metric']} >= {sweep.config['threshold']:g}"
     )
     slopes = sweep.slopes()
     print(f"{'alpha':>6} {'slope':>8}   eps* by sigma")

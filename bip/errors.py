@@ -253,13 +253,18 @@ def random_fourier(
     params = _FourierParams(
         frequencies, phases, amplitudes, jnp.asarray(lengthscale, dtype), event_shape=shape
     )
+    return _fourier_error(params, conservative, f"random_fourier({{kind}}, l={lengthscale})")
+
+
+def _fourier_error(params: _FourierParams, conservative: bool, name: str) -> ScoreError:
+    """The ``ScoreError`` of Fourier features; ``name`` may hold ``{kind}``."""
     kind = "conservative" if conservative else "non-conservative"
     return ScoreError(
         field_fn=_fourier_gradient if conservative else _fourier_field,
         params=params,
         potential_fn=_fourier_potential if conservative else None,
-        event_shape=shape,
-        name=f"random_fourier({kind}, l={lengthscale})",
+        event_shape=params.event_shape,
+        name=name.format(kind=kind),
     )
 
 
@@ -332,11 +337,5 @@ def smooth_random_field(
         jnp.asarray(lengthscale, dtype),
         event_shape=shape,
     )
-    kind = "conservative" if conservative else "non-conservative"
-    return ScoreError(
-        field_fn=_fourier_gradient if conservative else _fourier_field,
-        params=params,
-        potential_fn=_fourier_potential if conservative else None,
-        event_shape=shape,
-        name=f"smooth_random_field({kind}, l={lengthscale}, smoothness={smoothness})",
-    )
+    name = f"smooth_random_field({{kind}}, l={lengthscale}, smoothness={smoothness})"
+    return _fourier_error(params, conservative, name)

@@ -213,7 +213,8 @@ def image_robustness(sweep):
             sizes = np.array([r["error_size"] for r in cell])
             label = f"alpha={alpha:g}, sigma={sigma:g}"
             style = dict(color=f"C{i}", ls=styles[k % len(styles)], marker="o", ms=3)
-            ed = np.maximum([r["energy_distance"] for r in cell], 1e-6)
+            key = "energy_distance" if sweep.config["metric"] == "energy" else "chart_mean_shift"
+            ed = np.maximum([r[key] for r in cell], 1e-6)
             axes[0].loglog(sizes, ed, label=label, **style)
             if "psnr" in cell[0]:
                 axes[2].semilogx(sizes, [r["psnr"] for r in cell], label=label, **style)
@@ -222,7 +223,7 @@ def image_robustness(sweep):
     axes[0].axhline(sweep.config["threshold"], color="gray", lw=0.8)
     axes[0].set(
         xlabel="error size eps (L2 norm)",
-        ylabel="energy distance to eps = 0",
+        ylabel=f"{sweep.config['metric'].replace('_', ' ')} from eps = 0",
         title="departure from the zero-error posterior",
     )
     axes[0].legend(fontsize=7)
@@ -237,7 +238,7 @@ def image_robustness(sweep):
             e,
             "o-",
             color=f"C{i}",
-            label=f"alpha={alpha:g}: slope {slope:.2f} (expected {-alpha:g})",
+            label=f"alpha={alpha:g}: slope {slope:.2f} (expected {0.0 - alpha:g})",
         )
     axes[1].set(xlabel="sigma", ylabel="critical error eps*", title="critical error vs sigma")
     axes[1].legend(fontsize=8)

@@ -112,9 +112,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "robustness": {  # bip robustness SPEC: bip.experiments.image_sweep
         "sigmas": (list, [0.1, 0.05]),
         "alphas": (list, [0.0, 1.0]),
-        "size_min": ((int, float), 0.3),
-        "size_max": ((int, float), 3000.0),
-        "num_sizes": (int, 9),
+        "size_min": ((int, float), 1.0),
+        "size_max": ((int, float), 1000.0),
+        "num_sizes": (int, 7),
         "error": (str, "smooth"),  # smooth | smooth_nonconservative
         "lengthscale": ((int, float), 1.0),
         "smoothness": ((int, float), 2.0),
@@ -125,7 +125,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "run_time": ((int, float), 0.6),
         "c": ((int, float), 0.25),
         "snapshots": (int, 8),
-        "threshold": ((int, float), 0.1),
+        "threshold": ((int, float), 0.02),
+        "metric": (str, "mean_shift"),  # mean_shift | energy (bip.experiments.image_sweep)
     },
 }
 
@@ -134,6 +135,7 @@ OPTIONAL_SECTIONS = {"robustness"}
 CHOICES = {
     ("data", "source"): ("circle", "phantom", "digits", "faces", "shepp-logan", "file"),
     ("robustness", "error"): ("smooth", "smooth_nonconservative"),
+    ("robustness", "metric"): ("energy", "mean_shift"),
     ("operator", "kind"): ("radon", "gaussian_blur", "mask", "coordinate_projection", "identity"),
     ("operator", "boundary"): ("zero", "circular"),
     ("noise", "kind"): ("gaussian", "student_t"),
