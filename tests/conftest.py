@@ -1,7 +1,25 @@
-"""Test configuration: float64 and strict rank promotion everywhere, fixed seeds."""
+"""Test configuration: float64 and strict rank promotion everywhere, fixed seeds, and one XLA
+compilation cache shared by every test, pytest-xdist worker and notebook kernel of a run.
+
+Many tests compile the same programs (the same prior, operator and chain shapes); the
+persistent cache (a folder in the system temp dir, keyed by the program and the jax version)
+compiles each once. It changes no result: only XLA's compilation is skipped, tracing (and
+so ``chex.assert_max_traces``) is not.
+"""
+
+import os
+import tempfile
 
 import jax
 
+_CACHE = os.path.join(tempfile.gettempdir(), f"bip-tests-xla-cache-{os.getuid()}")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)  # inherited by notebook kernels
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs",
+    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+)
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

