@@ -21,10 +21,10 @@ What is timed
   alpha=0.0, num_chains=64, num_steps=N, thin=N, initial_positions=x0, progress=False)``
   with the shipped U-Net ``load_prior("phantom32-unet")`` (187,988 float32 parameters),
   float32 (x64 stays off), one jitted ``lax.scan`` vmapped over the chains, then
-  ``block_until_ready``. Each call builds a new drift closure, so it retraces and, without
-  jax's persistent compilation cache, recompiles: the cache is on, in a fresh temporary
-  folder, so the first call's compile is measured (``compile``) and later calls pay only
-  trace + lowering + cache look-up (``call``).
+  ``block_until_ready``. Repeated calls of the same structure reuse one compiled program
+  (the drift is a pytree whose arrays are traced), so after the first call's compile
+  (``compile``) a call costs about 0.01 s (``call``); jax's persistent compilation cache is
+  on, in a fresh temporary folder, so that the first compile is really measured.
 - deepinv: ``deepinv.sampling.sampling_builder("ULA", deepinv.optim.L2(sigma=s),
   deepinv.optim.ScorePrior(denoiser), params_algo={"step_size": h, "alpha": 1.0,
   "sigma": 0.05}, max_iter=N).sample(y, physics, x_init=x0)`` -- the documented way to run
@@ -83,25 +83,26 @@ root, or ``BIP_BENCH_DEEPINV_PYTHON=/work/deepinv-venv/bin/python python -m benc
 deepinv`` from the project venv (the section hands the whole comparison to that interpreter).
 About 2 minutes (``--quick`` about 1).
 
-Measured (2 shared CPU cores, x86_64, python 3.11.7, jax 0.10.2, torch 2.13.0+cpu, deepinv
-0.5.0; another process used 1.0 of the 2 cores throughout; two full runs, 113-115 s each,
-agreed to 10%; seconds per 1000 steps of 64 chains, ratio = deepinv / bip):
+Measured (2 CPU cores, x86_64, python 3.11.7, jax 0.10.2, torch 2.13.0+cpu, deepinv 0.5.0;
+a quiet machine: other processes used 0.00 of the 2 cores; 83 s; seconds per 1000 steps of 64
+chains, ratio = deepinv / bip):
 
     problem  deepinv denoiser                   bip     deepinv  ratio   params (bip / deepinv)
-    CT       DnCNN(7,64), as many parameters    30 s    344 s    11.5    187,988 / 185,857
-    CT       same U-Net (torch port)            30 s    42.8 s   1.43    187,988 / 187,988
-    CT       DnCNN(5,16), as many FLOPs         30 s    37.7 s   1.25    187,988 / 7,265
-    deblur   DnCNN(7,64), as many parameters    30 s    319 s    10.6    187,988 / 185,857
-    deblur   same U-Net (torch port)            30 s    23.2 s   0.77    187,988 / 187,988
-    deblur   DnCNN(5,16), as many FLOPs         30 s    20.8 s   0.69    187,988 / 7,265
+    CT       DnCNN(7,64), as many parameters    21.9 s  194 s    8.86    187,988 / 185,857
+    CT       same U-Net (torch port)            21.9 s  38.0 s   1.73    187,988 / 187,988
+    CT       DnCNN(5,16), as many FLOPs         21.9 s  27.7 s   1.26    187,988 / 7,265
+    deblur   DnCNN(7,64), as many parameters    23.7 s  196 s    8.30    187,988 / 185,857
+    deblur   same U-Net (torch port)            23.7 s  30.6 s   1.29    187,988 / 187,988
+    deblur   DnCNN(5,16), as many FLOPs         23.7 s  15.6 s   0.66    187,988 / 7,265
 
-bip compiles in about 2 s and then pays 0.25-0.33 s a call (retrace + cache look-up). Reading:
-bip is 2x faster or more only against the parameter-matched DnCNN, and that is the network's
-22x FLOPs, not the library. With the same U-Net on both sides a step costs about the U-Net
-score on either side (bip 30 ms: the jitted score alone takes 28 ms at batch 64 on XLA:CPU;
-torch eager about the same), so bip is 1.4x faster on CT, where deepinv's rotate-and-sum
-projector with its autograd adjoint adds about 20 ms a step against bip's dense matrix, and
-1.3x slower on deblurring, where the operators cost little on either side.
+(An earlier run with another process on one of the two cores: 30 s for bip, ratios 11.5 /
+1.43 / 1.25 on CT and 10.6 / 0.77 / 0.69 on deblurring.) bip compiles in about 1.7 s and then
+pays about 0.01 s a call. Reading: bip is 2x faster or more against the parameter-matched
+DnCNN, and that is mostly the network's 22x FLOPs, not the library. With the same U-Net on
+both sides a step costs about one U-Net score on either side, so bip is 1.7x faster on CT,
+where deepinv's rotate-and-sum projector with its autograd adjoint adds to every step against
+bip's dense matrix, and 1.3x faster on deblurring, where the operators cost little on either
+side.
 """
 
 from __future__ import annotations
