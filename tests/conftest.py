@@ -13,7 +13,7 @@ import tempfile
 if os.environ.get("PYTEST_XDIST_WORKER") and "XLA_FLAGS" not in os.environ:
     # one XLA thread per pytest-xdist worker: the workers already fill the cores, and two
     # thread pools per core only add switching (set before jax starts its CPU backend)
-    os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
 
 import jax
 
