@@ -146,14 +146,30 @@ def _diagnostics(samples: np.ndarray, run: samplers.Run) -> dict:
     flat = samples.reshape(samples.shape[:2] + (-1,))
     ess = metrics.effective_sample_size(flat) if samples.shape[0] >= 4 else np.full(1, np.nan)
     rhat = metrics.split_rhat(flat) if samples.shape[0] >= 4 else np.full(1, np.nan)
+    rhat_max, rhat_median = float(np.nanmax(rhat)), float(np.nanmedian(rhat))
     return {
         "ess_min": float(np.nanmin(ess)),
         "ess_median": float(np.nanmedian(ess)),
-        "rhat_max": float(np.nanmax(rhat)),
-        "rhat_median": float(np.nanmedian(rhat)),
+        "rhat_max": rhat_max,
+        "rhat_median": rhat_median,
+        "mixing": mixing_note(rhat_max, rhat_median),
         "diverged_chains": int(np.sum(np.asarray(run.diverged))),
         "divergence": str(run.divergence),
     }
+
+
+def mixing_note(rhat_max: float, rhat_median: float, threshold: float = 1.1) -> str:
+    """``"ok"``, or a warning naming the split R-hat (per coordinate) above ``threshold``."""
+    if not np.isfinite(rhat_max):
+        return "not assessed: fewer than 4 draws per chain"
+    if rhat_max <= threshold:
+        return "ok"
+    where = "most coordinates" if rhat_median > threshold else "some coordinates"
+    return (
+        f"R-hat up to {rhat_max:.2f} (median {rhat_median:.2f}) > {threshold}: the chains have "
+        f"not mixed in {where} (they may sit in different modes); the mean, std and coverage "
+        "describe these chains more than the posterior: run more steps or more chains"
+    )
 
 
 def _figure(problem, samples, arrays: dict, path: Path) -> None:

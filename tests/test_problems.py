@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bip import cli, problems, solve
+from bip import cli, metrics, problems, solve
 
 CIRCLE_SPEC = """
 name = "t"
@@ -44,6 +44,7 @@ def test_solve_circle_matches_exact_posterior_and_writes_outputs(tmp_path, kind)
     assert report["tv_to_exact_posterior"] < 0.05
     assert report["alpha"] == (1.0 if kind == "maxent" else 0.0)
     assert report["diverged_chains"] == 0 and report["rhat_max"] < 1.1
+    assert report["mixing"] == "ok"
     data = np.load(out / "samples.npz")
     assert data["samples"].shape == (8, 2000, 2)
     meta = json.loads(str(data["metadata"]))
@@ -53,6 +54,19 @@ def test_solve_circle_matches_exact_posterior_and_writes_outputs(tmp_path, kind)
     with pytest.raises(FileExistsError):
         solve.solve(str(spec), out, progress=False)
     assert not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_mixing_note_warns_on_unmixed_chains():
+    # 200 draws x 4 chains of 5 coordinates; coordinate 2: every chain sits at its own level
+    draws = np.random.default_rng(0).normal(size=(200, 4, 5))
+    draws[..., 2] += 10.0 * np.arange(4)
+    rhat = metrics.split_rhat(draws)
+    assert rhat[2] > 5 and np.all(np.delete(rhat, 2) < 1.05)
+    note = solve.mixing_note(float(rhat.max()), float(np.median(rhat)))
+    assert note.startswith(f"R-hat up to {rhat.max():.2f}") and "some coordinates" in note
+    assert "most coordinates" in solve.mixing_note(2.0, 1.5)
+    assert solve.mixing_note(1.05, 1.01) == "ok"
+    assert solve.mixing_note(float("nan"), float("nan")).startswith("not assessed")
 
 
 @pytest.mark.parametrize(
