@@ -10,11 +10,6 @@ so ``chex.assert_max_traces``) is not.
 import os
 import tempfile
 
-if os.environ.get("PYTEST_XDIST_WORKER") and "XLA_FLAGS" not in os.environ:
-    # one XLA thread per pytest-xdist worker: the workers already fill the cores, and two
-    # thread pools per core only add switching (set before jax starts its CPU backend)
-    os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
-
 import jax
 
 _CACHE = os.path.join(tempfile.gettempdir(), f"bip-tests-xla-cache-{os.getuid()}")
