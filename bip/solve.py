@@ -166,6 +166,12 @@ def mixing_note(
     The verdict rests on the median over coordinates: the maximum over many pixels of a noisy
     estimate exceeds ``threshold`` by chance even in mixed chains, so a high maximum alone is
     reported as a caution. With few draws a chain R-hat itself is noisy, and the note says so.
+
+    Example:
+        >>> mixing_note(rhat_max=1.05, rhat_median=1.01, draws_per_chain=50)
+        'ok'
+        >>> mixing_note(1.8, 1.3, 10)[:9]
+        'NOT MIXED'
     """
     if not np.isfinite(rhat_max):
         return "not assessed: fewer than 4 draws per chain"
