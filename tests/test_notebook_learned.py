@@ -2,10 +2,10 @@
 
 Fast mode: the toys' Fig. 2 runs come from their cards (sigma = 0.01: circle TS-1 TV 0.061 to
 uniform, ellipse 0.127, against 0.27 and 0.41 to p_data; tests/test_networks.py reruns the
-circle's); profiles on 256 draws (beta -0.76, -0.84; phantom -1.31 from its card); 16 image
-samples, 50 levels: nearest-training-image medians vs the data's own about 0.54 vs 0.50
-(phantoms) and 1.78 vs 1.40 (digits); phantom mean distance to M / image norm about 0.06
-(standard Langevin, raw) and 0.03 (TS-0.25, denoised).
+circle's); profiles on 256 draws (beta -0.76, -0.84; phantom -1.31 from its card); 8 image
+samples, 30 levels: nearest-training-image medians vs the data's own about 0.60 vs 0.54
+(phantoms) and 2.12 vs 1.40 (digits); phantom mean distance to M / image norm about 0.06
+(standard Langevin, 40 steps, raw) and 0.02 (TS-0.25, denoised).
 """
 
 from test_notebooks import _execute
