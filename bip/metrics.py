@@ -1,6 +1,6 @@
 """Metrics on samples: angle histograms, total variation, circular Wasserstein-1, energy
 distance, image quality (PSNR, SSIM, credible-interval coverage), distance to the manifold,
-ESS and R-hat (NumPyro's implementations).
+ESS and R-hat (NumPyro's implementations) and a mixing verdict read from R-hat.
 
 Example:
     >>> angles = jnp.arctan2(x[..., 1], x[..., 0])
@@ -127,3 +127,43 @@ def split_rhat(samples: Array) -> np.ndarray:
     """Split R-hat per coordinate of ``samples`` ``(num_draws, num_chains, ...)`` (NumPyro)."""
     s = np.asarray(samples)
     return numpyro.diagnostics.split_gelman_rubin(np.swapaxes(s, 0, 1))
+
+
+def mixing_note(
+    rhat_max: float, rhat_median: float, draws_per_chain: int, threshold: float = 1.1
+) -> str:
+    """``"ok"``, or what the split R-hat (per coordinate) says about mixing.
+
+    The verdict rests on the median over coordinates: the maximum over many pixels of a noisy
+    estimate exceeds ``threshold`` by chance even in mixed chains, so a high maximum alone is
+    reported as a caution. With few draws a chain R-hat itself is noisy, and the note says so.
+
+    Example:
+        >>> bip.metrics.mixing_note(rhat_max=1.05, rhat_median=1.01, draws_per_chain=50)
+        'ok'
+        >>> bip.metrics.mixing_note(1.8, 1.3, 10)[:9]
+        'NOT MIXED'
+    """
+    if not np.isfinite(rhat_max):
+        return "not assessed: fewer than 4 draws per chain"
+    if rhat_max <= threshold:
+        return "ok"
+    if rhat_median > threshold:
+        note = (
+            f"NOT MIXED: median R-hat {rhat_median:.2f} > {threshold} (up to {rhat_max:.2f}): "
+            "the chains disagree in most coordinates (slow mixing, or different modes); the "
+            "mean, std and coverage describe these chains more than the posterior: run more "
+            "steps or more chains"
+        )
+    else:
+        note = (
+            f"mostly mixed: median R-hat {rhat_median:.2f} <= {threshold}, up to "
+            f"{rhat_max:.2f} in some coordinates (the largest of many noisy estimates; run "
+            "longer to confirm them)"
+        )
+    if draws_per_chain < 20:
+        note += (
+            f" (only {draws_per_chain} draws a chain: R-hat is noisy itself; keep 20 or more "
+            "draws a chain, i.e. a smaller thin, to tell)"
+        )
+    return note

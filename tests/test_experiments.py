@@ -11,6 +11,7 @@ from bip import cli, experiments
 SIGMAS = [0.3, 0.2, 0.1, 0.05]
 ALPHAS = [0.0, 1.0, 1.5]
 EXPECTED = {"0.0": 0.0, "1.0": -1.0, "1.5": -1.5}
+SIZES = np.geomspace(0.1, 100.0, 16)
 
 
 def test_critical_size_and_slope_helpers():
@@ -25,7 +26,7 @@ def test_rate_separation_slopes_exact_prior_match_science_md():
     sigma = 0.1. (Its sampled version is the robustness notebook's test; the tight sampled
     check runs on the posterior below, through the same sweep.)"""
     summary = experiments.circle_sweep(
-        SIGMAS, ALPHAS, np.geomspace(0.1, 100.0, 16), sample=False, progress=False
+        SIGMAS, ALPHAS, SIZES, sample=False, progress=False
     ).summary()
     for alpha, expected in EXPECTED.items():
         assert summary["slope"][alpha] == pytest.approx(expected, abs=0.25)
@@ -39,7 +40,7 @@ def test_rate_separation_slopes_sampled_and_exact_posterior():
     sweep = experiments.circle_sweep(
         SIGMAS,
         ALPHAS,
-        np.geomspace(0.1, 100.0, 16),
+        SIZES,
         observe=(0, -0.5, 0.3),
         num_chains=1000,
         progress=False,

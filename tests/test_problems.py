@@ -62,15 +62,17 @@ def test_mixing_note_warns_on_unmixed_chains():
     draws[..., 2] += 10.0 * np.arange(4)
     rhat = metrics.split_rhat(draws)
     assert rhat[2] > 5 and np.all(np.delete(rhat, 2) < 1.05)
-    note = solve.mixing_note(float(rhat.max()), float(np.median(rhat)), 200)
+    note = metrics.mixing_note(float(rhat.max()), float(np.median(rhat)), 200)
     assert note.startswith(f"mostly mixed: median R-hat {np.median(rhat):.2f}")
     assert f"up to {rhat.max():.2f}" in note and "noisy itself" not in note
     draws[..., :4] += 10.0 * np.arange(4)[:, None]  # now 4 of the 5 coordinates disagree
     rhat = metrics.split_rhat(draws)
-    assert solve.mixing_note(float(rhat.max()), float(np.median(rhat)), 200).startswith("NOT MIXED")
-    assert "only 10 draws a chain" in solve.mixing_note(2.0, 1.5, 10)
-    assert solve.mixing_note(1.05, 1.01, 10) == "ok"
-    assert solve.mixing_note(float("nan"), float("nan"), 2).startswith("not assessed")
+    assert metrics.mixing_note(float(rhat.max()), float(np.median(rhat)), 200).startswith(
+        "NOT MIXED"
+    )
+    assert "only 10 draws a chain" in metrics.mixing_note(2.0, 1.5, 10)
+    assert metrics.mixing_note(1.05, 1.01, 10) == "ok"
+    assert metrics.mixing_note(float("nan"), float("nan"), 2).startswith("not assessed")
 
 
 @pytest.mark.parametrize(
