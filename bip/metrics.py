@@ -46,20 +46,6 @@ def tv_to_law(angles: Array, law: AngularLaw, num_bins: int = 36) -> float:
     return total_variation(angle_histogram(angles, num_bins), law.bin_probabilities(num_bins))
 
 
-def wasserstein1_circle(angles: Array, law: AngularLaw) -> float:
-    """Wasserstein-1 distance on the unit circle (arc length) between samples and ``law``.
-
-    ``W1 = int |F(t) - G(t) - m| dt`` with ``m`` the median of ``F - G`` (Rabin et al. 2011),
-    evaluated on the law's grid.
-    """
-    a = np.mod(np.asarray(angles, float).ravel() + math.pi, 2 * math.pi) - math.pi
-    n = law.theta.size
-    edges = -math.pi + np.arange(1, n + 1) * (2 * math.pi / n)
-    empirical = np.searchsorted(np.sort(a), edges, side="right") / a.size
-    diff = empirical - law.cdf()
-    return float(np.abs(diff - np.median(diff)).sum() * 2 * math.pi / n)
-
-
 def energy_distance(x: Array, y: Array) -> float:
     """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` between two samples ``(n, k)``
     and ``(m, k)`` (Szekely and Rizzo; V-statistic, Euclidean norm).

@@ -1091,10 +1091,6 @@ def _export(
     return card
 
 
-def _fmt(v, spec=".3g") -> str:
-    return format(v, spec) if isinstance(v, int | float) else str(v)
-
-
 def model_card_markdown(card: Mapping[str, Any], recipe: Recipe) -> str:
     """A ``README.md`` model card from ``model.json`` content."""
     data = ", ".join(f"{k}={v}" for k, v in recipe.data.items())
@@ -1333,14 +1329,6 @@ def _samples_markdown(sm: Mapping[str, Any], card: Mapping[str, Any]) -> list[st
         lines += ["", f"![samples]({card['samples_figure']})"]
     lines.append("")
     return lines
-
-
-def render_card(folder: str | os.PathLike) -> None:
-    """Rewrite a prior folder's ``README.md`` from its ``model.json`` (no computation)."""
-    folder = Path(folder)
-    card = networks.read_card(folder)
-    recipe = load_recipe(folder / networks.RECIPE_FILE)
-    networks.atomic_write_bytes(folder / "README.md", model_card_markdown(card, recipe).encode())
 
 
 def evaluate_folder(
