@@ -57,6 +57,7 @@ import numpy as np
 from flax import nnx, struct
 
 from bip import _checks
+from bip._data import shipped
 from bip.priors import ScorePrior
 
 Array = jax.Array
@@ -69,8 +70,8 @@ RECIPE_FILE = "recipe.toml"
 CARD_FILE = "model.json"
 FORMAT = "bip-score-prior/1"
 
-PRIORS_DIR = Path(__file__).resolve().parent.parent / "priors"
-"""Where named priors live: ``priors/<name>/`` at the repository root."""
+PRIORS_DIR = shipped("priors")
+"""Where named priors live: ``priors/<name>/`` (the wheel's package data, else the checkout's)."""
 
 
 class WeightsError(ValueError):

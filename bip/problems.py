@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bip import likelihoods, manifolds, metrics, operators, priors
+from bip._data import shipped
 
 Array = jax.Array
 
@@ -245,11 +247,45 @@ def validate(raw: dict, origin: str = "<spec>") -> dict:
     return spec
 
 
-def load(path: str | Path) -> dict:
-    """Read and validate a TOML spec; ``SpecError`` names the file on any problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"problem spec {str(path)!r} does not exist")
+def available_problems() -> list[str]:
+    """Names of the shipped problem specs (``problems/<name>.toml``), for ``load(name)``.
+
+    Example:
+        >>> "ct-phantom-16" in bip.problems.available_problems()
+        True
+    """
+    return sorted(p.stem for p in shipped("problems").glob("*.toml"))
+
+
+def _spec_path(path: str | os.PathLike) -> Path:
+    """An existing spec file, else the shipped spec of that bare name (``.toml`` optional)."""
+    text = os.fspath(path)
+    if Path(text).is_file():
+        return Path(text)
+    bare = not isinstance(path, os.PathLike) and not any(
+        sep in text for sep in (os.sep, os.altsep) if sep
+    )
+    if bare and text.strip("."):
+        named = shipped("problems") / (text if text.endswith(".toml") else f"{text}.toml")
+        if named.is_file():
+            return named
+    raise FileNotFoundError(
+        f"problem spec {text!r} does not exist: pass a TOML file or a shipped spec name "
+        f"({', '.join(available_problems())})"
+    )
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read and validate a TOML spec; ``SpecError`` names the file on any problem.
+
+    ``path`` is a spec file, or the name of a shipped spec (``"ct-phantom-16"``, see
+    ``available_problems``) when no file of that name exists.
+
+    Example:
+        >>> bip.problems.load("ct-phantom-16")["operator"]["kind"]
+        'radon'
+    """
+    path = _spec_path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
