@@ -16,6 +16,7 @@ _SUBMODULES = (
     "manifolds",
     "metrics",
     "networks",
+    "notebook",
     "operators",
     "plots",
     "posteriors",

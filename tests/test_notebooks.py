@@ -1,9 +1,9 @@
 """The figure notebooks run headless in fast mode, and the numbers they compute back the claims.
 
-Each notebook runs in a fresh ``python3`` kernel (the venv's own interpreter: jupyter_client
-maps the kernel spec's ``python`` to ``sys.executable``) with ``BIP_FAST=1`` and
-``MPLBACKEND=Agg``, and writes its TVs (36-bin angle histograms) to the JSON file named by
-``BIP_NOTEBOOK_RESULTS``.
+Each notebook runs, copied to a temporary folder outside the repository, in a fresh ``python3``
+kernel (the venv's own interpreter: jupyter_client maps the kernel spec's ``python`` to
+``sys.executable``) with ``BIP_FAST=1`` and ``MPLBACKEND=Agg``, and writes its TVs (36-bin angle
+histograms) to the JSON file named by ``BIP_NOTEBOOK_RESULTS``.
 
 Histogram noise: the TV between a 36-bin histogram of N exact draws and their law averages
 0.053 / 0.043 / 0.033 / 0.024 for N = 2000 / 3000 / 5000 / 10^4 (sd 0.007 / 0.005 / 0.004 / 0.003).
@@ -22,6 +22,7 @@ distance between the two targets, so they fail when a sampler goes to the wrong 
 
 import json
 import pathlib
+import shutil
 
 import pytest
 
@@ -33,17 +34,26 @@ FIGURE_NOTEBOOKS = ["fig2_exact_scores.ipynb", "fig4_corrupted_score.ipynb"]
 
 
 def _execute(name: str, tmp_path, monkeypatch) -> dict:
+    """Run a copy of the notebook in a folder outside the repository (as a user who copied it
+    out would): it may use only the installed ``bip`` (helpers in ``bip.notebook``, shipped
+    priors and specs by name), no file beside it and no relative path."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    shutil.copy(NOTEBOOKS / name, folder / name)
+    assert not folder.resolve().is_relative_to(NOTEBOOKS.parent)
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     results = tmp_path / "results.json"
     monkeypatch.setenv("BIP_FAST", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("BIP_NOTEBOOK_RESULTS", str(results))
     monkeypatch.delenv("BIP_NOTEBOOK_FIGURES", raising=False)
-    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    notebook = nbformat.read(folder / name, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
         kernel_name="python3",
         timeout=600,
-        resources={"metadata": {"path": str(NOTEBOOKS)}},
+        resources={"metadata": {"path": str(folder)}},
     )
     client.execute()
     assert results.exists(), f"{name} did not write its results"
