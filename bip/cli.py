@@ -106,7 +106,12 @@ def _add_robustness(subparsers) -> None:
             "robustness.png."
         ),
     )
-    p.add_argument("spec", nargs="?", default=None, help="image problem spec (optional)")
+    p.add_argument(
+        "spec",
+        nargs="?",
+        default=None,
+        help="image problem spec (optional): a TOML file or a shipped name (robustness-phantom)",
+    )
     p.add_argument("--out", default=None, help="output directory (default runs/robustness[-SPEC])")
     p.add_argument(
         "--observe",
@@ -146,7 +151,9 @@ def _add_solve(subparsers) -> None:
             "and figure.png to --out (default runs/<spec name>), atomically."
         ),
     )
-    p.add_argument("spec", help="path to a problem spec, e.g. problems/circle-toy.toml")
+    p.add_argument(
+        "spec", help="problem spec: a TOML file or a shipped name (ct-phantom-16, circle-toy, ...)"
+    )
     p.add_argument("--out", default=None, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--no-progress", action="store_true")
