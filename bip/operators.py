@@ -686,41 +686,121 @@ def gaussian_blur(
 
 @struct.dataclass
 class RadonParams:
-    """Parameters of ``radon``: the angles and, for ``method="dense"``, the system matrix.
+    """Parameters of ``radon``: the angles, their rotation tables and, for ``method="dense"``,
+    the system matrix.
 
     Attributes:
         angles: ``(num_angles,)`` projection angles in degrees (skimage's ``theta``).
+        offsets: ``(2, num_angles, image_size)`` rotated pixel offsets
+            ``cos(theta_a) (k - n // 2)`` and ``sin(theta_a) (k - n // 2)``, ``k = 0..n-1``,
+            computed once on the host in float64 (``_rotation_tables``). A function of the
+            angles: build a new operator to change the angles.
         matrix: ``(image_size * num_angles, image_size**2)`` system matrix (rows ordered
             detector-major: row ``d * num_angles + a``) or ``None`` for ``method="interp"``.
-            It is a function of the angles: build a new operator to change the angles.
         image_size: side ``n`` of the square image (static).
     """
 
     angles: Array
+    offsets: Array
     matrix: Array | None
     image_size: int = struct.field(pytree_node=False)
 
 
-def _rotated_grid(angles: Array, n: int):
+# Why the sampling coordinates are built the way they are. A coordinate that is a whole pixel
+# position up to rounding (k - 1e-13 here, k + 1e-13 there) is dangerous when it is computed
+# twice: XLA duplicates elementwise work into several fusions and contracts products and sums
+# into fused multiply-adds differently in each, so the floor that picks the pixel and the
+# difference that weighs it can see different values; the sample is then one whole pixel off
+# (seen on AMD EPYC: 1.9% of the sinogram's maximum on white noise at 45 and 135 degrees).
+# ``optimization_barrier`` does not help on CPU (XLA removes it). So:
+# 1. every product is taken once, on the host, in float64 (``_rotation_tables``): inside a
+#    program the coordinates are sums of those tables only, and a sum has one IEEE result
+#    however XLA fuses it (no multiply to contract, no reassociation without fast-math);
+# 2. coordinates within ``_snap_tolerance`` of a whole pixel are snapped onto it (``_snap``),
+#    so that the structured near-integers (45 degrees, where cos and sin differ by one ulp)
+#    are exact integers, and node and weight come from that one value (``_floor_and_weight``);
+# 3. the dense matrix is built in NumPy (float64, in one fixed order), the same under jit
+#    (a ``pure_callback``) and eagerly.
+
+
+def _cos_sin_degrees(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``cos`` and ``sin`` of ``angles`` in degrees (float64 NumPy), exactly 0 and +-1 at
+    multiples of 90: the angle is reduced to ``a - 90 q`` in [-45, 45] degrees and rotated
+    back by ``q`` quarter turns, so ``cos(90)`` is 0, not 6e-17."""
+    quarter = np.round(angles / 90)
+    rest = np.deg2rad(angles - 90 * quarter)
+    c, s = np.cos(rest), np.sin(rest)
+    turn = np.mod(quarter, 4)
+    cos = np.select([turn == 0, turn == 1, turn == 2], [c, -s, -c], s)
+    sin = np.select([turn == 0, turn == 1, turn == 2], [s, c, -s], -c)
+    return cos, sin
+
+
+def _rotation_tables(angles: np.ndarray, n: int) -> np.ndarray:
+    """``(2, num_angles, n)`` float64 tables ``cos(theta_a) (k - n // 2)`` and
+    ``sin(theta_a) (k - n // 2)``, ``k = 0..n-1``."""
+    cos, sin = _cos_sin_degrees(np.asarray(angles, np.float64))
+    k = np.arange(n, dtype=np.float64) - n // 2
+    return np.stack([cos[:, None] * k[None, :], sin[:, None] * k[None, :]])
+
+
+def _on_host(fn: Callable[[np.ndarray], np.ndarray], angles: Array, shape, dtype) -> Array:
+    """``fn(angles)`` computed in float64 NumPy, cast to ``dtype``: directly for concrete
+    angles, through ``jax.pure_callback`` for traced ones (the same code either way)."""
+    if _checks.is_concrete(angles):
+        return jnp.asarray(fn(np.asarray(angles, np.float64)).astype(dtype))
+    return jax.pure_callback(
+        lambda a: fn(np.asarray(a, np.float64)).astype(dtype),
+        jax.ShapeDtypeStruct(shape, dtype),
+        angles,
+        vmap_method="sequential",
+    )
+
+
+def _snap_tolerance(image_size: int, dtype) -> float:
+    """How close (in pixels) a sampling coordinate must be to a whole pixel position to be
+    snapped onto it: ``16 * eps * image_size``, a few rounding errors of the coordinates
+    (1.1e-13 for 32 x 32 images in float64, 6e-5 in float32); the interpolated values are
+    continuous in the coordinate, so snapping changes them by at most that much."""
+    return 16 * float(np.finfo(dtype).eps) * max(int(image_size), 1)
+
+
+def _snap(coordinate, tol: float):
+    """``coordinate`` (NumPy or JAX) with entries within ``tol`` of an integer set to it."""
+    xp = np if isinstance(coordinate, np.ndarray) else jnp
+    nearest = xp.round(coordinate)
+    return xp.where(xp.abs(coordinate - nearest) <= tol, nearest, coordinate)
+
+
+def _floor_and_weight(coordinate, tol: float):
+    """Linear-interpolation lower node and upper weight of ``coordinate`` (NumPy or JAX),
+    both from one snapped value ``s``: ``index + weight == s`` exactly, ``0 <= weight < 1``,
+    and ``k - 1e-13`` and ``k + 1e-13`` both give ``(k, 0)`` (for ``tol`` above 1e-13)."""
+    xp = np if isinstance(coordinate, np.ndarray) else jnp
+    snapped = _snap(coordinate, tol)
+    lower = xp.floor(snapped)
+    return lower.astype(xp.int32), snapped - lower
+
+
+def _rotated_grid(offsets, n: int):
     """Sampling coordinates (row, col), each ``(num_angles, n, n)``, of skimage's ``radon``.
 
     For angle ``theta`` the output pixel (row ``r``, col ``c``) samples the image at
     ``col' = cos(theta) (c - m) + sin(theta) (r - m) + m`` and
     ``row' = -sin(theta) (c - m) + cos(theta) (r - m) + m``, with centre ``m = n // 2``
-    (skimage's ``warp`` with its rotation matrix); the projection sums over ``r``.
+    (skimage's ``warp`` with its rotation matrix); the projection sums over ``r``. Sums of
+    the host-computed ``offsets`` tables only, snapped (``_snap``); NumPy or JAX in, same out.
     """
     m = n // 2
-    theta = jnp.deg2rad(angles)[:, None, None]
-    r = (jnp.arange(n, dtype=angles.dtype) - m)[None, :, None]
-    c = (jnp.arange(n, dtype=angles.dtype) - m)[None, None, :]
-    cos, sin = jnp.cos(theta), jnp.sin(theta)
-    col = cos * c + sin * r + m
-    row = -sin * c + cos * r + m
+    cos_k, sin_k = offsets[0], offsets[1]  # (angle, k)
+    tol = _snap_tolerance(n, offsets.dtype)
+    col = _snap((cos_k[:, None, :] + sin_k[:, :, None]) + m, tol)
+    row = _snap((cos_k[:, :, None] - sin_k[:, None, :]) + m, tol)
     return row, col
 
 
 def _radon_interp(params: RadonParams, x: Array) -> Array:
-    row, col = _rotated_grid(params.angles.astype(x.dtype), params.image_size)
+    row, col = _rotated_grid(params.offsets.astype(x.dtype), params.image_size)
     samples = map_coordinates(x, [row, col], order=1, mode="constant")  # (angle, r, detector)
     # The ray sum as a contraction, not samples.sum(axis=1): under jit, XLA CPU (jaxlib
     # 0.10.2) fuses that gather + reduce into a YNNPACK fusion that returns wrong sums (1e-4 to
@@ -749,10 +829,12 @@ def _check_angles(angles, dtype) -> Array:
 def radon_matrix(image_size: int, angles: Array, dtype=None) -> Array:
     """The dense system matrix of ``radon(image_size, angles)``.
 
-    Built from the bilinear interpolation weights of the rotated sampling grid (the same
-    weights ``jax.scipy.ndimage.map_coordinates(order=1, mode="constant")`` uses), so
-    ``(matrix @ x.ravel()).reshape(n, num_angles)`` is the projection of ``x`` (to ~1e-16).
-    Jittable in ``angles``.
+    Built from the bilinear interpolation weights of the rotated sampling grid (the weights
+    ``jax.scipy.ndimage.map_coordinates(order=1, mode="constant")`` gives ``method="interp"``
+    at the same coordinates), so ``(matrix @ x.ravel()).reshape(n, num_angles)`` is the
+    projection of ``x`` (to ~1e-16). Computed in float64 NumPy and cast to ``dtype``: the
+    same matrix, bit for bit, on any CPU, eagerly or with traced angles under ``jit`` (where
+    it runs as a ``jax.pure_callback``; not differentiable in the angles).
 
     Args:
         image_size: side ``n`` of the square image.
@@ -768,29 +850,30 @@ def radon_matrix(image_size: int, angles: Array, dtype=None) -> Array:
         (16, 64)
     """
     n = _checks.integer("image_size", image_size, minimum=1)
-    return _radon_matrix(n, _check_angles(angles, dtype))
+    angles = _check_angles(angles, dtype)
+    shape = (n * angles.shape[0], n * n)
+    return _on_host(partial(_radon_matrix, n), angles, shape, angles.dtype)
 
 
-@partial(jax.jit, static_argnums=0)
-def _radon_matrix(n: int, angles: Array) -> Array:
+def _radon_matrix(n: int, angles: np.ndarray) -> np.ndarray:
+    """The system matrix in float64 NumPy: the four bilinear taps of every sample, summed
+    into their entries in one fixed order (``np.bincount``)."""
     num_angles = angles.shape[0]
-    row, col = _rotated_grid(angles, n)  # (angle, r, detector)
-    r0, c0 = jnp.floor(row), jnp.floor(col)
-    wr1, wc1 = row - r0, col - c0
-    r0, c0 = r0.astype(jnp.int32), c0.astype(jnp.int32)
-    detector = jnp.arange(n, dtype=jnp.int32)[None, None, :]
-    angle = jnp.arange(num_angles, dtype=jnp.int32)[:, None, None]
-    out_row = jnp.broadcast_to(detector * num_angles + angle, row.shape)
-    rows, cols, vals = [], [], []
+    row, col = _rotated_grid(_rotation_tables(angles, n), n)  # (angle, r, detector)
+    tol = _snap_tolerance(n, np.float64)
+    r0, wr1 = _floor_and_weight(row, tol)
+    c0, wc1 = _floor_and_weight(col, tol)
+    out_row = np.arange(n)[None, None, :] * num_angles + np.arange(num_angles)[:, None, None]
+    flat, vals = [], []
     for dr, wr in ((0, 1 - wr1), (1, wr1)):
         for dc, wc in ((0, 1 - wc1), (1, wc1)):
             i, j = r0 + dr, c0 + dc
             valid = (i >= 0) & (i < n) & (j >= 0) & (j < n)
-            rows.append(out_row.ravel())
-            cols.append((jnp.clip(i, 0, n - 1) * n + jnp.clip(j, 0, n - 1)).ravel())
-            vals.append(jnp.where(valid, wr * wc, 0).ravel())
-    matrix = jnp.zeros((n * num_angles, n * n), angles.dtype)
-    return matrix.at[jnp.concatenate(rows), jnp.concatenate(cols)].add(jnp.concatenate(vals))
+            flat.append((out_row * (n * n) + i * n + j)[valid])
+            vals.append((wr * wc)[valid])
+    size = n * num_angles * n * n
+    matrix = np.bincount(np.concatenate(flat), np.concatenate(vals), minlength=size)
+    return matrix.reshape(n * num_angles, n * n)
 
 
 def _auto_radon_method(n: int, num_angles: int) -> str:
@@ -850,10 +933,11 @@ def radon(image_size: int, angles: Array, method: str = "auto", dtype=None) -> O
     num_angles = angles.shape[0]
     if method == "auto":
         method = _auto_radon_method(n, num_angles)
-    matrix = _radon_matrix(n, angles) if method == "dense" else None
+    offsets = _on_host(partial(_rotation_tables, n=n), angles, (2, num_angles, n), angles.dtype)
+    matrix = radon_matrix(n, angles) if method == "dense" else None
     return Operator(
         fn=_radon_apply,
-        params=RadonParams(angles=angles, matrix=matrix, image_size=n),
+        params=RadonParams(angles=angles, offsets=offsets, matrix=matrix, image_size=n),
         input_shape=(n, n),
         output_shape=(n, num_angles),
         linear=True,
@@ -884,7 +968,7 @@ def _fourier_filter(size: int, filter_name: str | None) -> np.ndarray:
     return filt
 
 
-def _fbp_single(angles: Array, sinogram: Array, filter_name: str | None) -> Array:
+def _fbp_single(offsets: Array, sinogram: Array, filter_name: str | None) -> Array:
     n, num_angles = sinogram.shape
     dtype = sinogram.dtype
     diag = int(np.ceil(np.sqrt(2) * n))  # skimage's _sinogram_circle_to_square
@@ -897,13 +981,15 @@ def _fbp_single(angles: Array, sinogram: Array, filter_name: str | None) -> Arra
 
     radius = n // 2
     xpr, ypr = np.mgrid[:n, :n] - radius
-    theta = jnp.deg2rad(angles.astype(dtype))[:, None, None]
-    t = jnp.asarray(ypr, dtype)[None] * jnp.cos(theta) - jnp.asarray(xpr, dtype)[None] * (
-        jnp.sin(theta)
-    )
-    pos = (t + diag // 2).reshape(num_angles, n * n)  # fractional index into the detector
-    lo = jnp.clip(jnp.floor(pos), 0, diag - 2).astype(jnp.int32)
+    # fractional index into the detector, t = cos (j - radius) - sin (i - radius) + diag // 2
+    # for pixel (i, j): sums of the host tables, snapped, node and weight from one value (see
+    # _rotated_grid)
+    cos_k, sin_k = offsets.astype(dtype)
+    pos = (cos_k[:, None, :] - sin_k[:, :, None]) + diag // 2
+    pos = _snap(pos.reshape(num_angles, n * n), _snap_tolerance(diag, dtype))
+    lo = jnp.clip(jnp.floor(pos), 0, diag - 2)
     w = pos - lo
+    lo = lo.astype(jnp.int32)
     cols = filtered.T  # (angle, diag)
     f_lo = jnp.take_along_axis(cols, lo, axis=1)
     f_hi = jnp.take_along_axis(cols, lo + 1, axis=1)
@@ -956,14 +1042,14 @@ def filtered_back_projection(
     dtype = jnp.result_type(sinogram.dtype, params.angles.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    return _fbp(params.angles, sinogram.astype(dtype), filter)
+    return _fbp(params.offsets, sinogram.astype(dtype), filter)
 
 
 @partial(jax.jit, static_argnums=2)
-def _fbp(angles: Array, sinogram: Array, filter_name: str | None) -> Array:
+def _fbp(offsets: Array, sinogram: Array, filter_name: str | None) -> Array:
     n, num_angles = sinogram.shape[-2:]
     batch = sinogram.shape[:-2]
-    single = partial(_fbp_single, angles, filter_name=filter_name)
+    single = partial(_fbp_single, offsets, filter_name=filter_name)
     if not batch:
         return single(sinogram)
     # lax.map, not vmap: XLA CPU runs the batched gather 5-10x slower than a loop of single
