@@ -18,6 +18,7 @@ _SUBMODULES = (
     "networks",
     "notebook",
     "operators",
+    "outputs",
     "plots",
     "posteriors",
     "priors",

@@ -1,31 +1,135 @@
 """The ``bip`` command line: canonical problems and experiments on shipped defaults.
 
-    bip robustness [--out DIR] [--observe COORD VALUE NOISE] [--full | --fast]
-    bip robustness SPEC [--out DIR]        (images: a spec with a [robustness] table)
     bip solve SPEC [--out DIR] [--overwrite]
+    bip robustness [--out DIR] [--observe COORD VALUE NOISE] [--full | --fast] [--overwrite]
+    bip robustness SPEC [--out DIR] [--overwrite]   (images: a spec with a [robustness] table)
     bip train RECIPE --out DIR
 
-Run ``bip COMMAND --help`` for the options.
+Global options (before or after the command): ``--float32`` (default float64),
+``--no-compile-cache``; ``bip --version``. Run ``bip COMMAND --help`` for the options.
+
+Every run prints its precision. Output folders are checked before anything is computed and
+marked as bip's (``bip.outputs``). Ctrl-C stops a run within seconds: ``bip solve`` keeps the
+draws sampled so far (marked incomplete), ``bip robustness`` the finished sweep cells,
+``bip train`` its checkpoint; each exits 130 with one line. XLA's compiled programs are cached
+in ``$XDG_CACHE_HOME/bip/jax`` (default ``~/.cache/bip/jax``), so a repeated run skips
+compilation; ``--no-compile-cache`` or ``BIP_NO_COMPILE_CACHE=1`` turns that off.
+
+JAX is imported only once a command runs, so ``bip --help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
-import jax
+from bip import __version__
+
+NO_CACHE_ENV = "BIP_NO_COMPILE_CACHE"
+INTERRUPT_GRACE_S = 5.0
+"""After Ctrl-C, a run has this long to start wrapping up (partial output) before the process
+exits 130 anyway: Python sees the signal only between compiled calls (e.g. not while XLA
+compiles)."""
+
+
+def compile_cache_dir() -> Path:
+    """Where the CLI keeps XLA's persistent compilation cache: ``$XDG_CACHE_HOME/bip/jax``,
+    default ``~/.cache/bip/jax``."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "bip" / "jax"
+
+
+def _enable_compile_cache(disabled: bool) -> None:
+    """Turn on JAX's persistent compilation cache in ``compile_cache_dir()``, unless disabled
+    or already configured (e.g. by ``JAX_COMPILATION_CACHE_DIR``)."""
+    import jax
+
+    if disabled or os.environ.get(NO_CACHE_ENV, "") not in ("", "0"):
+        jax.config.update("jax_enable_compilation_cache", False)
+        return
+    if jax.config.jax_compilation_cache_dir:
+        return
+    path = compile_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # no writable cache folder: compile every time
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class _InterruptWatch:
+    """Ctrl-C while Python waits in compiled code (e.g. while XLA compiles): Python handles a
+    signal only between bytecodes. A thread woken by the signal (``signal.set_wakeup_fd``)
+    watches the main thread: if it runs no Python within ``grace`` s (so it cannot have seen
+    the signal), the process exits 130 with one line."""
+
+    def __init__(self, command: str, grace: float = INTERRUPT_GRACE_S):
+        self.command, self.grace = command, grace
+        self._main = threading.main_thread().ident
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)
+        self._previous = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _position(self):
+        frame = sys._current_frames().get(self._main)
+        return None if frame is None else (id(frame), frame.f_lasti)
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = self._read.recv(1)
+            except OSError:
+                return
+            if not data:
+                return
+            if data[0] != signal.SIGINT:
+                continue
+            stuck, deadline = self._position(), time.monotonic() + self.grace
+            while self._position() == stuck:
+                if time.monotonic() > deadline:
+                    print(f"bip {self.command}: interrupted", file=sys.stderr, flush=True)
+                    os._exit(130)
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous)
+        self._write.close()
+        self._read.close()
+
+
+def _announce(args: argparse.Namespace, what: str, out) -> None:
+    """The first line of every run: what, where to, and in which precision."""
+    precision = (
+        "float32" if getattr(args, "float32", False) else "float64 (--float32 for single precision)"
+    )
+    print(f"bip {args.command} {what} -> {out}: {precision}", flush=True)
+
+
+# --------------------------------------------------------------------------- robustness
 
 
 def _image_robustness(args: argparse.Namespace) -> int:
-    from bip import experiments, plots
+    from bip import experiments, outputs, plots
 
+    out = outputs.check(
+        args.out or Path("runs") / f"robustness-{Path(args.spec).stem}", overwrite=args.overwrite
+    )
+    _announce(args, args.spec, out)
     start = time.perf_counter()
-    sweep = experiments.image_problem_sweep(args.spec, progress=not args.no_progress)
-    out = Path(args.out if args.out else Path("runs") / f"robustness-{Path(args.spec).stem}")
-    sweep.save(out)
-    plots.save_figure(plots.image_robustness(sweep), out / "robustness.png")
+    try:
+        sweep = experiments.image_problem_sweep(args.spec, progress=not args.no_progress)
+    except experiments.SweepInterrupted as stop:
+        return _robustness_interrupted(args, stop, out)
+    _save_sweep(sweep, out, plots.image_robustness, args.overwrite)
     print(
         f"bip robustness {args.spec}: {len(sweep.records)} runs in "
         f"{time.perf_counter() - start:.0f} s"
@@ -49,30 +153,59 @@ def _image_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
-def _robustness(args: argparse.Namespace) -> int:
-    from bip import experiments, plots
+def _save_sweep(sweep, out: Path, figure, overwrite: bool, complete: bool = True) -> None:
+    """``results.json``, ``summary.json`` (and, when complete, ``robustness.png``) into
+    ``out``, atomically and marked (``bip.outputs``)."""
+    from bip import outputs, plots
 
+    def fill(tmp: Path) -> None:
+        sweep.save(tmp)
+        if complete:
+            plots.save_figure(figure(sweep), tmp / "robustness.png")
+
+    status = "complete" if complete else "incomplete"
+    outputs.write_folder(
+        out, fill, outputs.manifest("robustness", status=status), overwrite=overwrite
+    )
+
+
+def _robustness_interrupted(args: argparse.Namespace, stop, out: Path) -> int:
+    """Ctrl-C during a sweep: keep the finished cells (marked incomplete), one line, 130."""
+    done = f"interrupted after {stop.cells_done} of {stop.cells_total} sweep cells"
+    if stop.partial is None:
+        print(f"bip robustness: {done}; nothing written", file=sys.stderr)
+        return 130
+    _save_sweep(stop.partial, out, None, args.overwrite, complete=False)
+    print(f"bip robustness: {done}; partial results in {out} (marked incomplete)", file=sys.stderr)
+    return 130
+
+
+def _robustness(args: argparse.Namespace) -> int:
     if args.spec is not None:
         return _image_robustness(args)
+    from bip import experiments, outputs, plots
 
+    out = outputs.check(args.out or "runs/robustness", overwrite=args.overwrite)
+    _announce(args, "(circle)", out)
     sigmas = [0.3, 0.2, 0.1, 0.05] + ([0.02] if args.full else [])
     observe = tuple(args.observe) if args.observe is not None else None
     if observe is not None:
         observe = (int(observe[0]), float(observe[1]), float(observe[2]))
     chains = args.chains if args.chains else (500 if args.fast else 2000)
     start = time.perf_counter()
-    sweep = experiments.circle_sweep(
-        sigmas=sigmas,
-        alphas=args.alphas,
-        observe=observe,
-        num_chains=chains,
-        seed=args.seed,
-        sample=not args.exact_only,
-        progress=not args.no_progress,
-    )
-    out = sweep.save(args.out or "runs/robustness")
-    figure = plots.robustness(sweep)
-    plots.save_figure(figure, out / "robustness.png")
+    try:
+        sweep = experiments.circle_sweep(
+            sigmas=sigmas,
+            alphas=args.alphas,
+            observe=observe,
+            num_chains=chains,
+            seed=args.seed,
+            sample=not args.exact_only,
+            progress=not args.no_progress,
+        )
+    except experiments.SweepInterrupted as stop:
+        return _robustness_interrupted(args, stop, out)
+    _save_sweep(sweep, out, plots.robustness, args.overwrite)
     summary = sweep.summary()
     print(f"bip robustness: {len(sweep.records)} runs in {time.perf_counter() - start:.0f} s")
     what = (
@@ -89,13 +222,14 @@ def _robustness(args: argparse.Namespace) -> int:
             for s, e in summary["eps_star_exact"][alpha].items()
         )
         print(f"{alpha:>6} {slope:8.3f} {summary['slope_exact'][alpha]:8.3f}   {cells}")
-    print(f"expected slopes: 0 (alpha = 0) and -alpha; results in {Path(out).resolve()}")
+    print(f"expected slopes: 0 (alpha = 0) and -alpha; results in {out.resolve()}")
     return 0
 
 
-def _add_robustness(subparsers) -> None:
+def _add_robustness(subparsers, common) -> None:
     p = subparsers.add_parser(
         "robustness",
+        parents=[common],
         help="rate-separation sweep (error size x sigma x alpha): circle, or an image SPEC",
         description=(
             "Sweep the score-error size, sigma and alpha; find the critical error eps*(sigma) "
@@ -103,7 +237,7 @@ def _add_robustness(subparsers) -> None:
             "kappa=4, theta0=pi, error cos 2theta), alone or with a likelihood. With SPEC: "
             "the image posterior of a problem spec with a [robustness] table (e.g. "
             "problems/robustness-phantom.toml). Writes results.json, summary.json and "
-            "robustness.png."
+            "robustness.png. Ctrl-C keeps the finished cells (marked incomplete)."
         ),
     )
     p.add_argument(
@@ -112,28 +246,60 @@ def _add_robustness(subparsers) -> None:
         default=None,
         help="image problem spec (optional): a TOML file or a shipped name (robustness-phantom)",
     )
-    p.add_argument("--out", default=None, help="output directory (default runs/robustness[-SPEC])")
+    p.add_argument("--out", default=None, help="output folder (default runs/robustness[-SPEC])")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an output folder bip wrote before"
+    )
     p.add_argument(
         "--observe",
         nargs=3,
         metavar=("COORD", "VALUE", "NOISE"),
-        help="add the likelihood: observe x[COORD] = VALUE with Gaussian noise NOISE",
+        help="circle: add the likelihood, observe x[COORD] = VALUE with Gaussian noise NOISE",
     )
-    p.add_argument("--alphas", type=float, nargs="+", default=[0.0, 1.0, 1.5])
-    p.add_argument("--full", action="store_true", help="add sigma = 0.02 (slower)")
-    p.add_argument("--fast", action="store_true", help="500 chains per cell (noisier)")
-    p.add_argument("--chains", type=int, default=None, help="chains per error size")
-    p.add_argument("--exact-only", action="store_true", help="quadrature laws only, no sampling")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=[0.0, 1.0, 1.5],
+        help="circle: tempering exponents alpha in [0, 2) (default 0 1 1.5)",
+    )
+    p.add_argument("--full", action="store_true", help="circle: add sigma = 0.02 (slower)")
+    p.add_argument("--fast", action="store_true", help="circle: 500 chains per cell (noisier)")
+    p.add_argument(
+        "--chains", type=int, default=None, help="circle: chains per error size (default 2000)"
+    )
+    p.add_argument(
+        "--exact-only", action="store_true", help="circle: quadrature laws only, no sampling"
+    )
+    p.add_argument("--seed", type=int, default=0, help="circle: random seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_robustness)
 
 
+# --------------------------------------------------------------------------- solve
+
+
 def _solve(args: argparse.Namespace) -> int:
-    from bip import solve
+    from bip import outputs, solve
 
     out = args.out or str(Path("runs") / Path(args.spec).stem)
-    report = solve.solve(args.spec, out, overwrite=args.overwrite, progress=not args.no_progress)
+    outputs.check(out, overwrite=args.overwrite)
+    _announce(args, args.spec, out)
+    try:
+        report = solve.solve(
+            args.spec, out, overwrite=args.overwrite, progress=not args.no_progress
+        )
+    except solve.SolveInterrupted as stop:
+        where = (
+            f"partial results in {stop.written} (marked incomplete)"
+            if stop.written is not None
+            else "nothing written"
+        )
+        print(
+            f"bip solve: interrupted after {stop.steps_done} of {stop.num_steps} steps; {where}",
+            file=sys.stderr,
+        )
+        return 130
     print(f"bip solve {args.spec}: done in {report['seconds']:.1f} s -> {Path(out).resolve()}")
     for key, value in report.items():
         if key not in ("name", "divergence"):
@@ -142,49 +308,147 @@ def _solve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_solve(subparsers) -> None:
+def _add_solve(subparsers, common) -> None:
     p = subparsers.add_parser(
         "solve",
+        parents=[common],
         help="solve a canonical problem from a spec in problems/",
         description=(
             "Run a problem spec (TOML): sample the posterior, write samples.npz, report.json "
-            "and figure.png to --out (default runs/<spec name>), atomically."
+            "and figure.png to --out (default runs/<spec name>), atomically. Ctrl-C keeps the "
+            "draws sampled so far, marked incomplete."
         ),
     )
     p.add_argument(
         "spec", help="problem spec: a TOML file or a shipped name (ct-phantom-16, circle-toy, ...)"
     )
-    p.add_argument("--out", default=None, help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", default=None, help="output folder (default runs/<spec name>)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an output folder bip wrote before"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_solve)
 
 
+# --------------------------------------------------------------------------- train
+
+
+def _train(args: argparse.Namespace) -> int:
+    from bip import train
+
+    if not args.eval_only:
+        _announce(args, args.recipe, args.out)
+    return train._cli_train(args)
+
+
+def add_train(subparsers, common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Register ``train`` on an argparse subparsers object: ``bip train RECIPE --out DIR``
+    (``bip.train``); ``common`` is a parent parser with the global options.
+
+    The parser's ``func`` default is called as ``func(args) -> exit code``.
+
+    Example:
+        >>> parser = argparse.ArgumentParser(prog="bip")
+        >>> add_train(parser.add_subparsers(dest="command"))
+        >>> args = parser.parse_args(["train", "recipe.toml", "--out", "runs/x"])
+        >>> args.func(args)
+    """
+    p = subparsers.add_parser(
+        "train",
+        parents=[common] if common is not None else [],
+        help="train a score network from a TOML recipe",
+        description=(
+            "Train a score network by denoising score matching (bip.train). Ctrl-C saves the "
+            "checkpoint; the same command resumes from it."
+        ),
+    )
+    p.add_argument("recipe", help="path to a TOML recipe")
+    p.add_argument("--out", required=True, help="output folder (weights, card, checkpoint)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N steps, leaving a checkpoint to resume from",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-eval", action="store_true", help="skip the score-error profile")
+    p.add_argument(
+        "--drop-checkpoint", action="store_true", help="delete the checkpoint after a complete run"
+    )
+    p.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="do not train: measure the quality of the trained prior in --out again and "
+        "rewrite its model.json and README.md",
+    )
+    p.add_argument("--machine", default=None, help="a description of the machine, for the card")
+    p.set_defaults(func=_train)
+    return p
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _global_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument(
+        "--float32",
+        action="store_true",
+        default=default,
+        help="compute in float32 (default float64)",
+    )
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        default=default,
+        help=f"do not cache compiled programs in {compile_cache_dir()} (also: {NO_CACHE_ENV}=1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bip`` argument parser (global options also accepted after the command)."""
     parser = argparse.ArgumentParser(
         prog="bip", description="Bayesian inverse problems with learned score priors."
     )
-    parser.add_argument(
-        "--float32", action="store_true", help="compute in float32 (default float64)"
+    parser.add_argument("--version", action="version", version=f"bip {__version__}")
+    _global_options(parser, False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, argparse.SUPPRESS)  # after the command: set only when given
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="run bip COMMAND --help for its options",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_robustness(sub)
-    _add_solve(sub)
-    from bip import train
-
-    train.add_cli(sub)
+    _add_solve(sub, common)
+    _add_robustness(sub, common)
+    add_train(sub, common)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``bip`` with ``argv`` (default ``sys.argv[1:]``); return the exit code (0 done,
+    2 bad input, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    jax.config.update("jax_enable_x64", not args.float32)
+    main_thread = threading.current_thread() is threading.main_thread()
+    watch = _InterruptWatch(args.command) if main_thread else None
     try:
+        import jax
+
+        jax.config.update("jax_enable_x64", not args.float32)
+        _enable_compile_cache(args.no_compile_cache)
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"bip {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"bip {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if watch is not None:
+            watch.close()
 
 
 if __name__ == "__main__":

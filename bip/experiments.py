@@ -20,10 +20,8 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from bip import (
     errors,
     manifolds,
     metrics,
+    outputs,
     posteriors,
     priors,
     samplers,
@@ -131,23 +130,71 @@ def _slopes(eps_star: dict) -> dict:
 def _save_sweep(out_dir, records: list, summary: dict) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "results.json", records)
-    atomic_write_json(out / "summary.json", summary)
+    outputs.atomic_write_json(out / "results.json", records)
+    outputs.atomic_write_json(out / "summary.json", summary)
     return out
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    """Write JSON to a temporary file in the same directory, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, allow_nan=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep. ``partial`` is the sweep of the cells finished so far (its
+    ``config["complete"]`` is False and ``config["cells_done"]`` counts them), or None when
+    no cell finished."""
+
+    def __init__(self, partial, cells_done: int, cells_total: int):
+        super().__init__(f"interrupted after {cells_done} of {cells_total} sweep cells")
+        self.partial = partial
+        self.cells_done = cells_done
+        self.cells_total = cells_total
+
+
+def _finished_cells(table: dict, done: set) -> dict:
+    """``{alpha: {sigma: value}}`` restricted to the ``(alpha, sigma)`` keys in ``done``."""
+    kept = {a: {s: v for s, v in per.items() if (a, s) in done} for a, per in table.items()}
+    return {a: per for a, per in kept.items() if per}
+
+
+class _CellLoop:
+    """Context of a sweep's loop over its ``(alpha, sigma)`` cells: a progress bar (with
+    ``progress``), and Ctrl-C inside becomes ``SweepInterrupted`` with the cells marked
+    ``finished`` (``by_mode``: ``eps_star`` is keyed by mode first, as ``Sweep``'s)."""
+
+    def __init__(self, sweep, cells: list, desc: str, progress: bool, by_mode: bool):
+        self.sweep, self.cells, self.by_mode, self.done = sweep, cells, by_mode, 0
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=len(cells), desc=desc, unit="cell")
+
+    def __enter__(self):
+        return self
+
+    def finished(self, index: int) -> None:
+        self.done = index + 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def __exit__(self, kind, value, traceback):
+        if self.bar is not None:
+            self.bar.close()
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            raise _interrupted(self.sweep, self.cells, self.done, self.by_mode) from None
+        return False
+
+
+def _interrupted(sweep, cells: list, num_done: int, by_mode: bool) -> SweepInterrupted:
+    """The ``SweepInterrupted`` of a sweep stopped after its first ``num_done`` cells: records
+    and critical sizes of a cell that was running are dropped."""
+    if num_done == 0:
+        return SweepInterrupted(None, 0, len(cells))
+    done = {(_key(a), _key(s)) for a, s in cells[:num_done]}
+    sweep.records = [r for r in sweep.records if (_key(r["alpha"]), _key(r["sigma"])) in done]
+    if by_mode:
+        sweep.eps_star = {m: _finished_cells(t, done) for m, t in sweep.eps_star.items()}
+    else:
+        sweep.eps_star = _finished_cells(sweep.eps_star, done)
+    sweep.config.update(complete=False, cells_done=num_done)
+    return SweepInterrupted(sweep, num_done, len(cells))
 
 
 def _zero_error_start(rng_key, law: targets.AngularLaw, num: int) -> Array:
@@ -317,74 +364,67 @@ def circle_sweep(
     run_cell = _make_sampler(prior, error, likelihood, num_snapshots, mesh) if sample else None
     exact_bins = _make_exact(prior, error, potential)
     cells = [(a, s) for a in alphas for s in sigmas]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(cells), desc="robustness sweep", unit="cell")
     key = jax.random.key(seed)
-    for index, (alpha, sigma) in enumerate(cells):
-        exact = np.asarray(exact_bins(jnp.asarray(all_sizes), sigma, alpha))
-        if not np.all(np.isfinite(exact)):
-            raise FloatingPointError(f"exact law not finite at sigma={sigma}, alpha={alpha}")
-        p0 = exact[0]
-        tv_exact = [metrics.total_variation(q, p0) for q in exact]
-        sweep.eps_star.setdefault("exact", {}).setdefault(_key(alpha), {})[_key(sigma)] = (
-            critical_size(sizes, np.asarray(tv_exact[1:]))
-        )
-        tv_sampled = [float("nan")] * all_sizes.size
-        distances = [float("nan")] * all_sizes.size
-        num_steps = 0
-        if sample:
-            h = float(
-                samplers.default_step_size(
-                    sigma, alpha, c=c, lipschitz=getattr(likelihood, "lipschitz", None)
-                )
+    with _CellLoop(sweep, cells, "robustness sweep", progress, by_mode=True) as loop:
+        for index, (alpha, sigma) in enumerate(cells):
+            exact = np.asarray(exact_bins(jnp.asarray(all_sizes), sigma, alpha))
+            if not np.all(np.isfinite(exact)):
+                raise FloatingPointError(f"exact law not finite at sigma={sigma}, alpha={alpha}")
+            p0 = exact[0]
+            tv_exact = [metrics.total_variation(q, p0) for q in exact]
+            sweep.eps_star.setdefault("exact", {}).setdefault(_key(alpha), {})[_key(sigma)] = (
+                critical_size(sizes, np.asarray(tv_exact[1:]))
             )
-            # at least 10 steps between pooled snapshots in the second half of the run
-            num_steps = max(int(math.ceil(mixing_time / h)), 20 * num_snapshots)
-            k_start, k_run = jax.random.split(jax.random.fold_in(key, index))
-            law0 = targets.stationary_angular_law(prior, sigma, alpha, potential, 720, 200)
-            x0 = _zero_error_start(k_start, law0, all_sizes.size * num_chains)
-            chain_sizes = jnp.repeat(jnp.asarray(all_sizes), num_chains)
-            x0, chain_sizes = sharding.put((x0, chain_sizes), mesh)
-            x, snaps = run_cell(k_run, x0, chain_sizes, sigma, alpha, h, num_steps)
-            x, snaps = sharding.to_host(x), sharding.to_host(snaps)
-            if not np.all(np.isfinite(x)):
-                raise FloatingPointError(
-                    f"chains diverged in the sweep cell sigma={sigma}, alpha={alpha}: lower c "
-                    f"(now {c})"
+            tv_sampled = [float("nan")] * all_sizes.size
+            distances = [float("nan")] * all_sizes.size
+            num_steps = 0
+            if sample:
+                h = float(
+                    samplers.default_step_size(
+                        sigma, alpha, c=c, lipschitz=getattr(likelihood, "lipschitz", None)
+                    )
                 )
-            for j in range(all_sizes.size):
-                sl = slice(j * num_chains, (j + 1) * num_chains)
-                tv_sampled[j] = metrics.total_variation(
-                    metrics.angle_histogram(snaps[:, sl], NUM_BINS), p0
+                # at least 10 steps between pooled snapshots in the second half of the run
+                num_steps = max(int(math.ceil(mixing_time / h)), 20 * num_snapshots)
+                k_start, k_run = jax.random.split(jax.random.fold_in(key, index))
+                law0 = targets.stationary_angular_law(prior, sigma, alpha, potential, 720, 200)
+                x0 = _zero_error_start(k_start, law0, all_sizes.size * num_chains)
+                chain_sizes = jnp.repeat(jnp.asarray(all_sizes), num_chains)
+                x0, chain_sizes = sharding.put((x0, chain_sizes), mesh)
+                x, snaps = run_cell(k_run, x0, chain_sizes, sigma, alpha, h, num_steps)
+                x, snaps = sharding.to_host(x), sharding.to_host(snaps)
+                if not np.all(np.isfinite(x)):
+                    raise FloatingPointError(
+                        f"chains diverged in the sweep cell sigma={sigma}, alpha={alpha}: lower c "
+                        f"(now {c})"
+                    )
+                for j in range(all_sizes.size):
+                    sl = slice(j * num_chains, (j + 1) * num_chains)
+                    tv_sampled[j] = metrics.total_variation(
+                        metrics.angle_histogram(snaps[:, sl], NUM_BINS), p0
+                    )
+                    distances[j] = float(np.mean(np.abs(np.linalg.norm(x[sl], axis=-1) - 1.0)))
+                rise = np.asarray(tv_sampled[1:]) - tv_sampled[0]
+                sweep.eps_star.setdefault("sampled", {}).setdefault(_key(alpha), {})[
+                    _key(sigma)
+                ] = critical_size(sizes, rise)
+            for j, size in enumerate(all_sizes):
+                sweep.records.append(
+                    {
+                        "sigma": float(sigma),
+                        "alpha": float(alpha),
+                        "error_size": float(size),
+                        "error_kind": error.name,
+                        "tv": tv_sampled[j],
+                        "tv_exact": tv_exact[j],
+                        "mean_distance": distances[j],
+                        "chains": num_chains if sample else 0,
+                        "steps": num_steps,
+                        "seed": seed,
+                        "likelihood": None if observe is None else list(observe),
+                    }
                 )
-                distances[j] = float(np.mean(np.abs(np.linalg.norm(x[sl], axis=-1) - 1.0)))
-            rise = np.asarray(tv_sampled[1:]) - tv_sampled[0]
-            sweep.eps_star.setdefault("sampled", {}).setdefault(_key(alpha), {})[_key(sigma)] = (
-                critical_size(sizes, rise)
-            )
-        for j, size in enumerate(all_sizes):
-            sweep.records.append(
-                {
-                    "sigma": float(sigma),
-                    "alpha": float(alpha),
-                    "error_size": float(size),
-                    "error_kind": error.name,
-                    "tv": tv_sampled[j],
-                    "tv_exact": tv_exact[j],
-                    "mean_distance": distances[j],
-                    "chains": num_chains if sample else 0,
-                    "steps": num_steps,
-                    "seed": seed,
-                    "likelihood": None if observe is None else list(observe),
-                }
-            )
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            loop.finished(index)
     return sweep
 
 
@@ -615,89 +655,84 @@ def image_sweep(
         prior, error, likelihood, num_chains, num_snapshots, float(beta), mesh
     )
     cells = [(a, s) for a in alphas for s in sigmas]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(cells), desc="image robustness sweep", unit="cell")
     key = jax.random.key(seed)
     coordinate = jax.jit(manifold.coordinate)
-    for index, (alpha, sigma) in enumerate(cells):
-        h = float(samplers.default_step_size(sigma, alpha, c=c, lipschitz=lipschitz))
-        burn_steps = int(math.ceil(burn_in_time / h))
-        num_steps = max(int(math.ceil(run_time / h)), 4 * num_snapshots)
-        x, snaps = run_cell(
-            jax.random.fold_in(key, index),
-            sharding.put(x_init, mesh),
-            jnp.asarray(all_sizes),
-            sigma,
-            alpha,
-            h,
-            burn_steps,
-            num_steps,
-        )
-        snaps = sharding.to_host(snaps)  # (K, (S + 1) * N, *event)
-        if not np.all(np.isfinite(snaps)):
-            raise FloatingPointError(
-                f"chains diverged in the sweep cell sigma={sigma}, alpha={alpha}: lower c "
-                f"(now {c}) or the largest error size"
+    with _CellLoop(sweep, cells, "image robustness sweep", progress, by_mode=False) as loop:
+        for index, (alpha, sigma) in enumerate(cells):
+            h = float(samplers.default_step_size(sigma, alpha, c=c, lipschitz=lipschitz))
+            burn_steps = int(math.ceil(burn_in_time / h))
+            num_steps = max(int(math.ceil(run_time / h)), 4 * num_snapshots)
+            x, snaps = run_cell(
+                jax.random.fold_in(key, index),
+                sharding.put(x_init, mesh),
+                jnp.asarray(all_sizes),
+                sigma,
+                alpha,
+                h,
+                burn_steps,
+                num_steps,
             )
-        per_size = snaps.reshape((num_snapshots, all_sizes.size, num_chains) + event)
-        per_size = np.swapaxes(per_size, 0, 1).reshape((all_sizes.size, -1) + event)
-        level = posteriors.spread(sigma, alpha)
-        located = [
-            posteriors.denoise(prior, jnp.asarray(d), level) if denoise else jnp.asarray(d)
-            for d in per_size
-        ]
-        coords = np.stack([np.asarray(coordinate(d)) for d in located])
-        lo, hi = (np.asarray(b, float) for b in manifold.bounds)
-        z = (coords - lo) / (hi - lo)  # box units
-        center, scale = z[0].mean(axis=0), z[0].std(axis=0) + 1e-12
-        standard = (z - center) / scale
-        means = per_size.mean(axis=1)
-        norm0 = float(np.linalg.norm(means[0])) or 1.0
-        distances = [
-            float(
-                np.mean(
-                    np.linalg.norm(
-                        (d - np.asarray(manifold.chart(jnp.asarray(u)))).reshape(d.shape[0], -1),
-                        axis=-1,
+            snaps = sharding.to_host(snaps)  # (K, (S + 1) * N, *event)
+            if not np.all(np.isfinite(snaps)):
+                raise FloatingPointError(
+                    f"chains diverged in the sweep cell sigma={sigma}, alpha={alpha}: lower c "
+                    f"(now {c}) or the largest error size"
+                )
+            per_size = snaps.reshape((num_snapshots, all_sizes.size, num_chains) + event)
+            per_size = np.swapaxes(per_size, 0, 1).reshape((all_sizes.size, -1) + event)
+            level = posteriors.spread(sigma, alpha)
+            located = [
+                posteriors.denoise(prior, jnp.asarray(d), level) if denoise else jnp.asarray(d)
+                for d in per_size
+            ]
+            coords = np.stack([np.asarray(coordinate(d)) for d in located])
+            lo, hi = (np.asarray(b, float) for b in manifold.bounds)
+            z = (coords - lo) / (hi - lo)  # box units
+            center, scale = z[0].mean(axis=0), z[0].std(axis=0) + 1e-12
+            standard = (z - center) / scale
+            means = per_size.mean(axis=1)
+            norm0 = float(np.linalg.norm(means[0])) or 1.0
+            distances = [
+                float(
+                    np.mean(
+                        np.linalg.norm(
+                            (d - np.asarray(manifold.chart(jnp.asarray(u)))).reshape(
+                                d.shape[0], -1
+                            ),
+                            axis=-1,
+                        )
                     )
                 )
-            )
-            for d, u in zip(per_size, coords, strict=True)
-        ]
-        ed = [metrics.energy_distance(standard[j], standard[0]) for j in range(all_sizes.size)]
-        shift = [
-            float(np.linalg.norm(z[j].mean(axis=0) - z[0].mean(axis=0)))
-            for j in range(all_sizes.size)
-        ]
-        departure = np.asarray(ed if metric == "energy" else shift)
-        eps = critical_size(sizes, departure[1:], threshold, log_values=True)
-        sweep.eps_star.setdefault(_key(alpha), {})[_key(sigma)] = eps
-        for j, size in enumerate(all_sizes):
-            record = {
-                "sigma": float(sigma),
-                "alpha": float(alpha),
-                "error_size": float(size),
-                "energy_distance": ed[j],
-                "mean_shift_std": float(np.max(np.abs(standard[j].mean(axis=0)))),
-                "chart_mean_shift": shift[j],
-                "relative_mean_change": float(np.linalg.norm(means[j] - means[0]) / norm0),
-                "mean_distance_to_manifold": distances[j],
-                "chains": int(num_chains),
-                "steps": num_steps,
-                "burn_in_steps": burn_steps,
-                "step_size": h,
-            }
-            if truth is not None:
-                record["psnr"] = metrics.psnr(means[j], truth)
-                record["coverage_90"] = metrics.coverage(per_size[j], truth, 0.9)
-            sweep.records.append(record)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+                for d, u in zip(per_size, coords, strict=True)
+            ]
+            ed = [metrics.energy_distance(standard[j], standard[0]) for j in range(all_sizes.size)]
+            shift = [
+                float(np.linalg.norm(z[j].mean(axis=0) - z[0].mean(axis=0)))
+                for j in range(all_sizes.size)
+            ]
+            departure = np.asarray(ed if metric == "energy" else shift)
+            eps = critical_size(sizes, departure[1:], threshold, log_values=True)
+            sweep.eps_star.setdefault(_key(alpha), {})[_key(sigma)] = eps
+            for j, size in enumerate(all_sizes):
+                record = {
+                    "sigma": float(sigma),
+                    "alpha": float(alpha),
+                    "error_size": float(size),
+                    "energy_distance": ed[j],
+                    "mean_shift_std": float(np.max(np.abs(standard[j].mean(axis=0)))),
+                    "chart_mean_shift": shift[j],
+                    "relative_mean_change": float(np.linalg.norm(means[j] - means[0]) / norm0),
+                    "mean_distance_to_manifold": distances[j],
+                    "chains": int(num_chains),
+                    "steps": num_steps,
+                    "burn_in_steps": burn_steps,
+                    "step_size": h,
+                }
+                if truth is not None:
+                    record["psnr"] = metrics.psnr(means[j], truth)
+                    record["coverage_90"] = metrics.coverage(per_size[j], truth, 0.9)
+                sweep.records.append(record)
+            loop.finished(index)
     return sweep
 
 

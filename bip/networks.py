@@ -46,7 +46,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -551,22 +550,6 @@ def weights_to_bytes(model_or_state: ScoreNet | nnx.State, metadata: dict | None
     # one metadata key: safetensors orders several keys arbitrarily, one keeps the bytes stable
     meta = {"format": FORMAT, **{str(k): str(v) for k, v in (metadata or {}).items()}}
     return safetensors.numpy.save(tensors, metadata={"bip": json.dumps(meta, sort_keys=True)})
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import tomllib
@@ -134,6 +135,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
 
 OPTIONAL_SECTIONS = {"robustness"}
 
+_TYPE_NAMES = {int: "an integer", (int, float): "a number", str: "a string", list: "a list"}
+
 CHOICES = {
     ("data", "source"): ("circle", "phantom", "digits", "faces", "shepp-logan", "file"),
     ("robustness", "error"): ("smooth", "smooth_nonconservative"),
@@ -200,7 +203,8 @@ def validate(raw: dict, origin: str = "<spec>") -> dict:
                 continue
             value = table[key]
             if isinstance(value, bool) or not isinstance(value, types):
-                raise SpecError(f"{origin}: {name!r} must be {types}, got {value!r}")
+                got = json.dumps(value, default=str)
+                raise SpecError(f"{origin}: {name!r} must be {_TYPE_NAMES[types]}, got {got}")
             choices = CHOICES.get((section, key))
             if choices is not None and value not in choices:
                 raise SpecError(f"{origin}: {name!r} must be one of {choices}, got {value!r}")

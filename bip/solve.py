@@ -22,9 +22,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bip import metrics, posteriors, problems, samplers, targets
+from bip import metrics, outputs, posteriors, problems, samplers, targets
 
 COVERAGE_LEVEL = 0.9
 
@@ -192,25 +189,140 @@ def _figure(problem, samples, arrays: dict, path: Path) -> None:
     plt.close(fig)
 
 
+class SolveInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``solve``: ``steps_done`` of ``num_steps`` chain steps ran; ``written``
+    is the output folder holding the partial draws (marked incomplete), or None."""
+
+    def __init__(self, steps_done: int, num_steps: int, written: Path | None):
+        super().__init__(f"interrupted after {steps_done} of {num_steps} steps")
+        self.steps_done, self.num_steps, self.written = steps_done, num_steps, written
+
+
+def precision() -> str:
+    """``"float64"`` or ``"float32"``: the default float JAX computes in now (``--float32``,
+    or ``jax_enable_x64`` off)."""
+    return str(np.dtype(jnp.result_type(float)))
+
+
+def event_shape(spec: dict) -> tuple[int, ...]:
+    """The shape of one draw of a validated spec's posterior, without building the problem
+    (for the size check before anything is computed)."""
+    source = spec["prior"]["source"]
+    if source != "exact":
+        from bip import networks
+
+        return tuple(networks.read_card(networks._resolve_prior_dir(source))["event_shape"])
+    data = spec["data"]
+    if data["source"] == "circle":
+        return (2,)
+    if data["source"] == "file" and data["path"]:
+        path = problems._spec_file(spec, "path")
+        if path.is_file():
+            return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+    if data["source"] == "faces":
+        from bip import images
+
+        return tuple(images.faces().shape[1:])
+    return (data["size"], data["size"])
+
+
+def check_size(spec: dict) -> None:
+    """Refuse a spec whose kept draws (chains x steps // thin x event) do not fit in memory
+    (``bip.samplers.check_memory``: ``MemoryBudgetError`` with the estimate and the fixes)."""
+    s = spec["sampler"]
+    try:
+        samplers.check_memory(
+            s["chains"], s["steps"] // s["thin"], event_shape(spec), jnp.result_type(float)
+        )
+    except samplers.MemoryBudgetError as err:
+        origin = spec.get("_path") or spec["name"]
+        raise samplers.MemoryBudgetError(
+            f"{origin}: {err}; in the spec: a larger sampler.thin (now {s['thin']}), fewer "
+            f"sampler.chains (now {s['chains']}) or sampler.steps (now {s['steps']})"
+        ) from None
+
+
+def _write(out: Path, spec: dict, problem, samples, arrays, report, overwrite, status) -> Path:
+    """Write ``samples.npz``, ``report.json`` (and for a complete run ``figure.png``) into
+    ``out`` atomically, marked with ``status`` (``bip.outputs``)."""
+
+    def fill(tmp: Path) -> None:
+        metadata = {
+            "spec": {k: v for k, v in spec.items() if not k.startswith("_")},
+            "spec_path": spec.get("_path"),
+            "versions": _versions(),
+        }
+        np.savez_compressed(
+            tmp / "samples.npz",
+            samples=samples.astype(np.float32),
+            truth=np.asarray(np.nan if problem.truth is None else problem.truth),
+            y=np.asarray(problem.y),
+            **arrays,
+            metadata=np.array(json.dumps(metadata)),
+        )
+        outputs.atomic_write_json(tmp / "report.json", report)
+        if status == "complete":
+            _figure(problem, samples, arrays, tmp / "figure.png")
+
+    content = outputs.manifest(
+        "solve", status=status, spec=spec.get("_path") or spec["name"], precision=precision()
+    )
+    return outputs.write_folder(out, fill, content, overwrite=overwrite)
+
+
+def _interrupted(stop, spec, problem, out, overwrite, start) -> SolveInterrupted:
+    """Keep what an interrupted run sampled: its draws and a short report, marked incomplete;
+    nothing when no draw was kept yet (or there is no ``out``)."""
+    total = spec["sampler"]["steps"]  # after burn-in, as Run.steps_done counts
+    run = stop.partial
+    if run is None:
+        return SolveInterrupted(0, total, None)
+    samples = np.asarray(run.samples)
+    if out is None or samples.shape[0] == 0:
+        return SolveInterrupted(run.steps_done, total, None)
+    report = {
+        "name": spec["name"],
+        "complete": False,
+        "steps_done": int(run.steps_done),
+        "steps": total,
+        "draws": int(samples.shape[0]),
+        "seconds": time.perf_counter() - start,
+        "precision": precision(),
+    }
+    arrays = {"mean": samples.mean(axis=(0, 1)), "std": samples.std(axis=(0, 1))}
+    written = _write(out, spec, problem, samples, arrays, report, overwrite, "incomplete")
+    return SolveInterrupted(run.steps_done, total, written)
+
+
 def solve(spec_or_path, out_dir=None, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Solve a problem spec (a path or a validated dict); return the report dict.
 
-    With ``out_dir`` the results are written there atomically; an existing ``out_dir`` is an
-    error unless ``overwrite=True``.
+    With ``out_dir`` the results are written there atomically and marked as bip's
+    (``bip.outputs``). Before anything is computed, the output location is checked
+    (``bip.outputs.check``: an existing bip output folder needs ``overwrite=True``, a folder
+    bip did not write is never replaced) and so is the memory the kept draws need
+    (``check_size``).
+
+    Ctrl-C while sampling raises ``SolveInterrupted`` after writing the draws sampled so far
+    to ``out_dir``, marked incomplete (``report.json`` has ``"complete": false``).
     """
     spec = problems.load(spec_or_path) if not isinstance(spec_or_path, dict) else spec_or_path
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and out.exists() and not overwrite:
-        raise FileExistsError(f"output directory {str(out)!r} exists (use --overwrite)")
+    out = outputs.check(out_dir, overwrite=overwrite) if out_dir is not None else None
+    check_size(spec)
     start = time.perf_counter()
     problem = problems.build(spec)
-    run = _sample(problem, progress)
+    try:
+        run = _sample(problem, progress)
+    except samplers.Interrupted as stop:
+        raise _interrupted(stop, spec, problem, out, overwrite, start) from None
     elapsed = time.perf_counter() - start
     samples = np.asarray(run.healthy_samples if run.divergence.any else run.samples)
     mean, std = samples.mean(axis=(0, 1)), samples.std(axis=(0, 1))
     report = {
         "name": spec["name"],
+        "complete": True,
         "seconds": elapsed,
+        "precision": precision(),
         "alpha": problem.alpha,
         "prior": problem.prior.name,
         "sigma": spec["sampler"]["sigma"],
@@ -226,35 +338,6 @@ def solve(spec_or_path, out_dir=None, *, overwrite: bool = False, progress: bool
         report["denoised"] = {"level": level, **_denoised_report(problem, denoised)}
         report["baselines"] = problem.baseline
     report.update(_diagnostics(samples, run))
-    if out is None:
-        return report
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    tmp.chmod(0o755)
-    try:
-        metadata = {
-            "spec": {k: v for k, v in spec.items() if not k.startswith("_")},
-            "spec_path": spec.get("_path"),
-            "versions": _versions(),
-        }
-        np.savez_compressed(
-            tmp / "samples.npz",
-            samples=samples.astype(np.float32),
-            truth=np.asarray(np.nan if problem.truth is None else problem.truth),
-            y=np.asarray(problem.y),
-            **arrays,
-            metadata=np.array(json.dumps(metadata)),
-        )
-        (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=True))
-        _figure(problem, samples, arrays, tmp / "figure.png")
-        if out.exists():
-            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, trash)
-            os.replace(tmp, out)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if out is not None:
+        _write(out, spec, problem, samples, arrays, report, overwrite, "complete")
     return report

@@ -95,7 +95,8 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from bip import manifolds, networks
+from bip import manifolds, networks, outputs
+from bip.cli import add_train as add_cli  # the parser lives in bip.cli (no JAX import)
 from bip.priors import ScorePrior
 
 Array = jax.Array
@@ -711,6 +712,32 @@ def _chunk_fn(graphdef, training_items: tuple, event_shape: tuple, per_step: boo
     return tx, run_chunk
 
 
+def _is_training_folder(folder: Path) -> bool:
+    """A folder ``bip train`` wrote before output manifests existed: a checkpoint or a card."""
+    return (folder / CHECKPOINT_FILE).is_file() or (folder / networks.CARD_FILE).is_file()
+
+
+def _mark(out_dir: Path, recipe: Recipe, step: int, complete: bool) -> None:
+    """The output manifest of a training folder (``bip.outputs``)."""
+    content = outputs.manifest(
+        "train",
+        status="complete" if complete else "incomplete",
+        recipe=recipe.name,
+        steps_done=int(step),
+        steps=int(recipe.training["steps"]),
+    )
+    outputs.write_manifest(out_dir, content)
+
+
+class TrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``train``: the checkpoint at ``steps_done`` of ``steps`` was saved in
+    ``checkpoint`` (the same call resumes from it)."""
+
+    def __init__(self, steps_done: int, steps: int, checkpoint: Path):
+        super().__init__(f"interrupted at step {steps_done} of {steps}")
+        self.steps_done, self.steps, self.checkpoint = steps_done, steps, checkpoint
+
+
 def _save_checkpoint(out_dir: Path, recipe: Recipe, carry, step: int, losses: np.ndarray):
     leaves = jax.tree.leaves(jax.device_get(carry))
     arrays = {
@@ -722,7 +749,8 @@ def _save_checkpoint(out_dir: Path, recipe: Recipe, carry, step: int, losses: np
     arrays.update({f"leaf_{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    networks.atomic_write_bytes(out_dir / CHECKPOINT_FILE, buffer.getvalue())
+    outputs.atomic_write_bytes(out_dir / CHECKPOINT_FILE, buffer.getvalue())
+    _mark(out_dir, recipe, step, complete=False)
 
 
 def _load_checkpoint(path: Path, recipe: Recipe, carry):
@@ -944,7 +972,7 @@ def train(
     recipe = load_recipe(recipe)
     if stop_after is not None and (isinstance(stop_after, bool) or int(stop_after) < 0):
         raise ValueError(f"stop_after must be an integer >= 0, got {stop_after!r}")
-    out_dir = Path(out_dir)
+    out_dir = outputs.check(out_dir, resume=_is_training_folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     training = recipe.training
     total = training["steps"]
@@ -999,8 +1027,7 @@ def train(
     except KeyboardInterrupt:
         _save_checkpoint(out_dir, recipe, carry, step, np.concatenate(loss_chunks))
         bar.close()
-        print(f"interrupted at step {step}; checkpoint saved in {checkpoint}", file=sys.stderr)
-        raise
+        raise TrainInterrupted(step, total, checkpoint) from None
     bar.close()
     losses = np.concatenate(loss_chunks)
     ema = carry[2]
@@ -1050,9 +1077,9 @@ def _export(
     recipe_text = recipe.text if recipe.text is not None else recipe_to_toml(recipe)
     recipe_path = out_dir / networks.RECIPE_FILE
     if not (recipe_path.is_file() and recipe_path.read_text() == recipe_text):
-        networks.atomic_write_bytes(recipe_path, recipe_text.encode())
+        outputs.atomic_write_bytes(recipe_path, recipe_text.encode())
     weights = networks.weights_to_bytes(ema, {"name": recipe.name or ""})
-    networks.atomic_write_bytes(out_dir / networks.WEIGHTS_FILE, weights)
+    outputs.atomic_write_bytes(out_dir / networks.WEIGHTS_FILE, weights)
     train_seconds = round(time.perf_counter() - start_time, 1)
     eval_start = time.perf_counter()
     quality = _evaluate(prior, law, recipe) if evaluate else None
@@ -1084,10 +1111,11 @@ def _export(
     }
     if machine:
         card["machine"] = machine
-    networks.atomic_write_bytes(
+    outputs.atomic_write_bytes(
         out_dir / networks.CARD_FILE, (json.dumps(card, indent=2) + "\n").encode()
     )
-    networks.atomic_write_bytes(out_dir / "README.md", model_card_markdown(card, recipe).encode())
+    outputs.atomic_write_bytes(out_dir / "README.md", model_card_markdown(card, recipe).encode())
+    _mark(out_dir, recipe, card["steps"], complete=True)
     return card
 
 
@@ -1356,10 +1384,10 @@ def evaluate_folder(
     if figure and recipe.data["manifold"] in IMAGE_MANIFOLDS:
         _samples_figure(folder, prior, law, recipe)
         card["samples_figure"] = "samples.png"
-    networks.atomic_write_bytes(
+    outputs.atomic_write_bytes(
         folder / networks.CARD_FILE, (json.dumps(card, indent=2) + "\n").encode()
     )
-    networks.atomic_write_bytes(folder / "README.md", model_card_markdown(card, recipe).encode())
+    outputs.atomic_write_bytes(folder / "README.md", model_card_markdown(card, recipe).encode())
     return card
 
 
@@ -1415,6 +1443,8 @@ def _samples_figure(folder: Path, prior: ScorePrior, law, recipe: Recipe, num: i
 
 
 def _cli_train(args: argparse.Namespace) -> int:
+    """``bip train`` (parser: ``bip.cli.add_train``): train, or re-evaluate with ``--eval-only``;
+    Ctrl-C saves the checkpoint and exits 130 with one line."""
     if args.eval_only:
         try:
             card = evaluate_folder(args.out, machine=args.machine)
@@ -1434,10 +1464,15 @@ def _cli_train(args: argparse.Namespace) -> int:
             keep_checkpoint=not args.drop_checkpoint,
             machine=args.machine,
         )
-    except (RecipeError, FileNotFoundError) as err:
+    except (RecipeError, FileNotFoundError, outputs.OutputError) as err:
         print(f"bip train: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except TrainInterrupted as stop:
+        print(
+            f"bip train: interrupted at step {stop.steps_done} of {stop.steps}; checkpoint in "
+            f"{stop.checkpoint} (run the same command again to resume)",
+            file=sys.stderr,
+        )
         return 130
     if not result.complete:
         print(f"stopped at step {result.steps_done}; run again to resume from {args.out}")
@@ -1455,48 +1490,6 @@ def _cli_train(args: argparse.Namespace) -> int:
     print(summary)
     print(f"prior written to {args.out}")
     return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``train`` on an argparse subparsers object: ``bip train RECIPE --out DIR``.
-
-    The parser's ``func`` default is called as ``func(args) -> exit code``.
-
-    Example:
-        >>> parser = argparse.ArgumentParser(prog="bip")
-        >>> add_cli(parser.add_subparsers(dest="command"))
-        >>> args = parser.parse_args(["train", "recipe.toml", "--out", "runs/x"])
-        >>> args.func(args)
-    """
-    p = subparsers.add_parser(
-        "train",
-        help="train a score network from a TOML recipe",
-        description="Train a score network by denoising score matching (bip.train).",
-    )
-    p.add_argument("recipe", help="path to a TOML recipe")
-    p.add_argument("--out", required=True, help="output folder (weights, card, checkpoint)")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument(
-        "--stop-after",
-        type=int,
-        default=None,
-        metavar="N",
-        help="stop after N steps, leaving a checkpoint to resume from",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-eval", action="store_true", help="skip the score-error profile")
-    p.add_argument(
-        "--drop-checkpoint", action="store_true", help="delete the checkpoint after a complete run"
-    )
-    p.add_argument(
-        "--eval-only",
-        action="store_true",
-        help="do not train: measure the quality of the trained prior in --out again and "
-        "rewrite its model.json and README.md",
-    )
-    p.add_argument("--machine", default=None, help="a description of the machine, for the card")
-    p.set_defaults(func=_cli_train)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         train(TINY, tmp_path, stop_after=75, progress=False, evaluate=False)
     monkeypatch.undo()
     assert checkpoint.read_bytes() == before  # the old checkpoint is intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]  # no temp files
+    # no temp files: the checkpoint and the output manifest (bip.outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".bip-output.json", "checkpoint.npz"]
     resumed = train(TINY, tmp_path, progress=False, evaluate=False, keep_checkpoint=False)
     assert resumed.steps_done == 100
     assert not checkpoint.exists()
