@@ -32,10 +32,10 @@ from pathlib import Path
 from bip import __version__
 
 NO_CACHE_ENV = "BIP_NO_COMPILE_CACHE"
-INTERRUPT_GRACE_S = 5.0
-"""After Ctrl-C, a run has this long to start wrapping up (partial output) before the process
-exits 130 anyway: Python sees the signal only between compiled calls (e.g. not while XLA
-compiles)."""
+INTERRUPT_GRACE_S = 6.0
+"""After Ctrl-C, a run has this long to start saving what it has before the process exits 130
+anyway: Python sees the signal only between compiled calls (not while XLA compiles), and a
+sampler stops between chunks of about a second."""
 
 
 def compile_cache_dir() -> Path:
@@ -67,21 +67,19 @@ def _enable_compile_cache(disabled: bool) -> None:
 
 class _InterruptWatch:
     """Ctrl-C while Python waits in compiled code (e.g. while XLA compiles): Python handles a
-    signal only between bytecodes. A thread woken by the signal (``signal.set_wakeup_fd``)
-    watches the main thread: if it runs no Python within ``grace`` s (so it cannot have seen
-    the signal), the process exits 130 with one line."""
+    signal only between bytecodes, and a chunked sampler stops only between chunks. A thread
+    woken by the signal (``signal.set_wakeup_fd``) exits 130 with one line unless, within
+    ``grace`` s, the run has started saving what it has (``bip.outputs.SAVING``) or ended."""
 
     def __init__(self, command: str, grace: float = INTERRUPT_GRACE_S):
-        self.command, self.grace = command, grace
-        self._main = threading.main_thread().ident
+        from bip import outputs
+
+        self.command, self.grace, self.saving = command, grace, outputs.SAVING
+        self.saving.clear()
         self._read, self._write = socket.socketpair()
         self._write.setblocking(False)
         self._previous = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
         threading.Thread(target=self._watch, daemon=True).start()
-
-    def _position(self):
-        frame = sys._current_frames().get(self._main)
-        return None if frame is None else (id(frame), frame.f_lasti)
 
     def _watch(self) -> None:
         while True:
@@ -91,16 +89,12 @@ class _InterruptWatch:
                 return
             if not data:
                 return
-            if data[0] != signal.SIGINT:
-                continue
-            stuck, deadline = self._position(), time.monotonic() + self.grace
-            while self._position() == stuck:
-                if time.monotonic() > deadline:
-                    print(f"bip {self.command}: interrupted", file=sys.stderr, flush=True)
-                    os._exit(130)
-                time.sleep(0.05)
+            if data[0] == signal.SIGINT and not self.saving.wait(self.grace):
+                print(f"bip {self.command}: interrupted", file=sys.stderr, flush=True)
+                os._exit(130)
 
     def close(self) -> None:
+        self.saving.set()  # the run has ended: nothing left to cut short
         signal.set_wakeup_fd(self._previous)
         self._write.close()
         self._read.close()
@@ -108,10 +102,11 @@ class _InterruptWatch:
 
 def _announce(args: argparse.Namespace, what: str, out) -> None:
     """The first line of every run: what, where to, and in which precision."""
-    precision = (
-        "float32" if getattr(args, "float32", False) else "float64 (--float32 for single precision)"
-    )
-    print(f"bip {args.command} {what} -> {out}: {precision}", flush=True)
+    from bip import outputs
+
+    precision = outputs.precision()
+    hint = " (--float32 for single precision)" if precision == "float64" else ""
+    print(f"bip {args.command} {what} -> {out}: {precision}{hint}", flush=True)
 
 
 # --------------------------------------------------------------------------- robustness
@@ -441,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         _enable_compile_cache(args.no_compile_cache)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        if watch is not None:
+            watch.saving.set()
         print(f"bip {args.command}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as err:

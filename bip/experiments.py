@@ -178,6 +178,7 @@ class _CellLoop:
         if self.bar is not None:
             self.bar.close()
         if kind is not None and issubclass(kind, KeyboardInterrupt):
+            outputs.SAVING.set()
             raise _interrupted(self.sweep, self.cells, self.done, self.by_mode) from None
         return False
 

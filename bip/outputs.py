@@ -14,7 +14,7 @@ naming the folder.
 into place, so an interrupted write never leaves a folder that looks complete;
 ``atomic_write_bytes`` and ``atomic_write_json`` do the same for single files.
 
-No JAX here: the command line checks its output before it imports anything heavy.
+No JAX import here: the command line checks its output before it imports anything heavy.
 
 Example:
     >>> out = bip.outputs.check("runs/my-run", overwrite=True)
@@ -31,11 +31,18 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 MANIFEST = ".bip-output.json"
 """The file that marks a folder as bip's own output."""
+
+
+SAVING = threading.Event()
+"""Set by a run that caught Ctrl-C and now saves what it has (``bip solve``'s draws, a sweep's
+finished cells, a training checkpoint): the command line then lets it finish instead of
+exiting at once (``bip.cli``)."""
 
 
 class OutputError(ValueError):
@@ -120,9 +127,19 @@ def check(
     return path
 
 
+def precision() -> str:
+    """``"float64"`` or ``"float32"``: the default float JAX computes in now (``bip
+    --float32``, or ``jax_enable_x64`` off). Imports JAX."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    return str(np.dtype(jnp.result_type(float)))
+
+
 def manifest(command: str, *, status: str = "complete", **fields) -> dict:
     """The manifest of an output of ``bip <command>``: ``status`` is ``"complete"`` or
-    ``"incomplete"`` (an interrupted run, a checkpoint), ``fields`` are added (e.g. the spec)."""
+    ``"incomplete"`` (an interrupted run, a checkpoint), the ``precision`` of the run, and
+    ``fields`` (e.g. the spec)."""
     from bip import __version__
 
     if status not in ("complete", "incomplete"):
@@ -133,6 +150,7 @@ def manifest(command: str, *, status: str = "complete", **fields) -> dict:
         "argv": list(sys.argv),
         "version": __version__,
         "status": status,
+        "precision": precision(),
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **fields,
     }

@@ -198,12 +198,6 @@ class SolveInterrupted(KeyboardInterrupt):
         self.steps_done, self.num_steps, self.written = steps_done, num_steps, written
 
 
-def precision() -> str:
-    """``"float64"`` or ``"float32"``: the default float JAX computes in now (``--float32``,
-    or ``jax_enable_x64`` off)."""
-    return str(np.dtype(jnp.result_type(float)))
-
-
 def event_shape(spec: dict) -> tuple[int, ...]:
     """The shape of one draw of a validated spec's posterior, without building the problem
     (for the size check before anything is computed)."""
@@ -264,15 +258,14 @@ def _write(out: Path, spec: dict, problem, samples, arrays, report, overwrite, s
         if status == "complete":
             _figure(problem, samples, arrays, tmp / "figure.png")
 
-    content = outputs.manifest(
-        "solve", status=status, spec=spec.get("_path") or spec["name"], precision=precision()
-    )
+    content = outputs.manifest("solve", status=status, spec=spec.get("_path") or spec["name"])
     return outputs.write_folder(out, fill, content, overwrite=overwrite)
 
 
 def _interrupted(stop, spec, problem, out, overwrite, start) -> SolveInterrupted:
     """Keep what an interrupted run sampled: its draws and a short report, marked incomplete;
     nothing when no draw was kept yet (or there is no ``out``)."""
+    outputs.SAVING.set()
     total = spec["sampler"]["steps"]  # after burn-in, as Run.steps_done counts
     run = stop.partial
     if run is None:
@@ -287,7 +280,7 @@ def _interrupted(stop, spec, problem, out, overwrite, start) -> SolveInterrupted
         "steps": total,
         "draws": int(samples.shape[0]),
         "seconds": time.perf_counter() - start,
-        "precision": precision(),
+        "precision": outputs.precision(),
     }
     arrays = {"mean": samples.mean(axis=(0, 1)), "std": samples.std(axis=(0, 1))}
     written = _write(out, spec, problem, samples, arrays, report, overwrite, "incomplete")
@@ -322,7 +315,7 @@ def solve(spec_or_path, out_dir=None, *, overwrite: bool = False, progress: bool
         "name": spec["name"],
         "complete": True,
         "seconds": elapsed,
-        "precision": precision(),
+        "precision": outputs.precision(),
         "alpha": problem.alpha,
         "prior": problem.prior.name,
         "sigma": spec["sampler"]["sigma"],

@@ -1025,6 +1025,7 @@ def train(
             if step % every == 0 or step == target:
                 _save_checkpoint(out_dir, recipe, carry, step, np.concatenate(loss_chunks))
     except KeyboardInterrupt:
+        outputs.SAVING.set()
         _save_checkpoint(out_dir, recipe, carry, step, np.concatenate(loss_chunks))
         bar.close()
         raise TrainInterrupted(step, total, checkpoint) from None

@@ -211,7 +211,8 @@ def test_ctrl_c_stops_bip_solve_and_keeps_marked_partial_draws(tmp_path):
     assert "Traceback" not in err and len(lines) == 1, err
     assert lines[0].startswith("bip solve: interrupted after ")
     assert lines[0].endswith(f"of 1000000 steps; partial results in {out} (marked incomplete)")
-    assert outputs.read_manifest(out)["status"] == "incomplete"
+    manifest = outputs.read_manifest(out)
+    assert manifest["status"] == "incomplete" and manifest["precision"] == "float64"
     report = json.loads((out / "report.json").read_text())
     assert report["complete"] is False and report["precision"] == "float64"
     assert 0 < report["steps_done"] < 1_000_000 and report["draws"] >= 1
@@ -220,6 +221,28 @@ def test_ctrl_c_stops_bip_solve_and_keeps_marked_partial_draws(tmp_path):
         assert np.all(np.isfinite(data["samples"]))
     assert not (out / "figure.png").exists()
     assert list((tmp_path / "cache" / "bip" / "jax").iterdir())  # compiled programs cached
+
+
+def test_ctrl_c_that_the_run_cannot_act_on_still_exits():
+    """While XLA compiles (or a chunk runs) Python cannot act on Ctrl-C: the watchdog exits 130
+    with one line once the grace period passes without the run saving anything."""
+    code = (
+        "import signal, time\n"
+        "from bip import cli\n"
+        "watch = cli._InterruptWatch('solve', grace=1.0)\n"
+        "signal.signal(signal.SIGINT, lambda *a: None)  # a run that defers Ctrl-C\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    assert proc.wait(timeout=30) == 130
+    assert 1.0 <= time.monotonic() - sent < 10
+    assert proc.stderr.read() == "bip solve: interrupted\n"
 
 
 def test_ctrl_c_in_a_sweep_keeps_the_finished_cells(tmp_path, monkeypatch, capsys):
