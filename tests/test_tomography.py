@@ -70,7 +70,7 @@ def test_matches_analytic_ellipse_256():
         assert float(jnp.linalg.norm(approx - exact) / jnp.linalg.norm(exact)) < bound
 
 
-@pytest.mark.parametrize("n", [32, 33])
+@pytest.mark.parametrize("n", [64, 33])
 def test_same_geometry_as_skimage(n):
     """Not skimage's discretisation, but its rays: on a smooth image (45-degree views
     included) both agree with skimage's radon(circle=True) to 1% (measured 0.5%, the
@@ -79,7 +79,7 @@ def test_same_geometry_as_skimage(n):
 
     yy, xx = np.mgrid[:n, :n]
     img = np.exp(-((yy - 0.45 * n) ** 2 + (xx - 0.55 * n) ** 2) / (0.12 * n) ** 2)
-    angles = np.array([0.0, 30.0, 45.0, 90.0, 135.0, 160.0])
+    angles = np.r_[np.arange(0.0, 180.0, 15.0), 172.5]  # 13 views, as the dot tests
     ref = radon(img, angles, circle=True)
     g = T.parallel_geometry(n, angles)
     for method in ("shear", "joseph"):
@@ -87,29 +87,26 @@ def test_same_geometry_as_skimage(n):
         assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < 1e-2
 
 
-def test_batching_grad_and_vmap():
-    g = _geometry("fan", 16, 5)
-    op = T.projector(g)
+def test_batching_and_grad():
+    # the 16 px fan geometry of the dot tests: its single-event programs are compiled already
+    op = T.projector(_geometry("fan", 16))
     x = jax.random.normal(jax.random.key(0), (2, 3, 16, 16))
-    y = op(x)
+    y = op(x)  # one primitive call on 6 events, batch innermost
     assert y.shape == (2, 3) + op.output_shape
     np.testing.assert_allclose(y[1, 2], op(x[1, 2]), rtol=1e-12, atol=1e-12)
     back = op.adjoint(y)
     np.testing.assert_allclose(back[1, 2], op.adjoint(y[1, 2]), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(jax.vmap(op)(x[0]), y[0], rtol=1e-12, atol=1e-12)
-    # the gradient of a least-squares loss runs the hand-written adjoint; the JVP the forward
+    # the gradient of a least-squares loss runs the hand-written adjoint (JVP + transpose)
     target = y[0, 0] + 1.0
     loss = jax.jit(jax.grad(lambda z: 0.5 * jnp.sum((op(z) - target) ** 2)))
     np.testing.assert_allclose(loss(x[0, 0]), op.adjoint(y[0, 0] - target), rtol=1e-12, atol=1e-10)
-    jvp = jax.jit(lambda a, b: jax.jvp(op, (a,), (b,))[1])(x[0, 0], x[1, 1])
-    np.testing.assert_allclose(jvp, y[1, 1], rtol=1e-12, atol=1e-12)
 
 
 def test_shear_agrees_with_joseph_on_smooth_images():
     n = 64
     yy, xx = np.mgrid[:n, :n]
     img = jnp.asarray(np.exp(-((yy - 30.0) ** 2 + (xx - 25.0) ** 2) / 80.0))
-    g = T.parallel_geometry(n, _angles(17))
+    g = T.parallel_geometry(n, _angles(13))
     a, b = T.projector(g, "shear")(img), T.projector(g, "joseph")(img)
     assert float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)) < 2e-3
 
