@@ -9,6 +9,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "baselines",
     "errors",
     "experiments",
     "images",

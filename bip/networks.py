@@ -477,6 +477,7 @@ def network_prior(
     event_shape: tuple[int, ...],
     manifold: Any = None,
     name: str = "network",
+    sigma_range: tuple[float, float] | None = None,
 ) -> ScorePrior:
     """A score-only ``ScorePrior`` backed by a ``ScoreNet`` or a ``UNet``.
 
@@ -486,6 +487,9 @@ def network_prior(
             shape of ``dim`` entries (points are flattened, e.g. images for an MLP).
         manifold: the data manifold, if known (metrics use it).
         name: a short description.
+        sigma_range: ``(sigma_min, sigma_max)`` the network was trained on; sampling outside
+            it is refused (``bip.priors.check_sigma``) unless the caller opts in. ``None``:
+            no check.
 
     Returns:
         A ``ScorePrior`` with ``params = NetworkParams(state, graphdef)``: the weights are the
@@ -528,7 +532,19 @@ def network_prior(
         logdensity_fn=None,
         manifold=manifold,
         name=name,
+        sigma_range=_sigma_range(sigma_range),
     )
+
+
+def _sigma_range(sigma_range) -> tuple[float, float] | None:
+    if sigma_range is None:
+        return None
+    lo, hi = (float(v) for v in sigma_range)
+    if not 0 < lo < hi:
+        raise ValueError(
+            f"sigma_range must be (low, high) with 0 < low < high, got {sigma_range!r}"
+        )
+    return (lo, hi)
 
 
 # --------------------------------------------------------------------------- weights on disk
@@ -667,7 +683,9 @@ def load_prior(path_or_name: str | os.PathLike, verify: bool = True) -> ScorePri
 
     Returns:
         A score-only ``ScorePrior`` (``network_prior``) on the recipe's manifold (``None``
-        for an empirical image data set such as digits).
+        for an empirical image data set such as digits), whose ``sigma_range`` is the
+        recipe's ``[training] sigma_min, sigma_max``: sampling outside it is refused unless
+        the caller passes ``allow_extrapolation=True``.
 
     Raises:
         ValueError: unknown name (the message lists the available priors).
@@ -697,4 +715,7 @@ def load_prior(path_or_name: str | os.PathLike, verify: bool = True) -> ScorePri
         card["weights_sha256"] if verify else None,
     )
     name = card.get("name") or recipe.name or folder.name
-    return network_prior(model, tuple(law.event_shape), manifold=law.manifold, name=name)
+    trained = (recipe.training["sigma_min"], recipe.training["sigma_max"])
+    return network_prior(
+        model, tuple(law.event_shape), manifold=law.manifold, name=name, sigma_range=trained
+    )

@@ -29,7 +29,7 @@ from flax import struct
 
 from bip import _checks, samplers
 from bip.likelihoods import Likelihood
-from bip.priors import ScorePrior, tempered
+from bip.priors import ScorePrior, check_sigma, tempered
 
 Array = jax.Array
 
@@ -89,11 +89,13 @@ class LogDensity(_TemperedPosterior):
         return out
 
 
-def _posterior_fields(prior: ScorePrior, likelihood, sigma, alpha) -> dict:
+def _posterior_fields(prior: ScorePrior, likelihood, sigma, alpha, allow_extrapolation) -> dict:
     """Checked fields of a ``Drift``/``LogDensity``. The likelihood's ``lipschitz`` (a static
     field that only the step rule reads) is dropped, so another noise level keeps the
-    structure; ``sigma`` and ``alpha`` become float arrays (leaves)."""
+    structure; ``sigma`` and ``alpha`` become float arrays (leaves). A sigma outside a learned
+    prior's trained range is refused unless ``allow_extrapolation``."""
     _checks.positive("sigma", sigma)
+    check_sigma(prior, sigma, allow_extrapolation=allow_extrapolation)
     _checks.alpha(alpha)
     _check_compatible(prior, likelihood)
     if isinstance(likelihood, Likelihood) and likelihood.lipschitz is not None:
@@ -107,16 +109,21 @@ def _posterior_fields(prior: ScorePrior, likelihood, sigma, alpha) -> dict:
     }
 
 
-def drift(prior: ScorePrior, likelihood=None, *, sigma, alpha=0.0) -> Drift:
+def drift(
+    prior: ScorePrior, likelihood=None, *, sigma, alpha=0.0, allow_extrapolation: bool = False
+) -> Drift:
     """The posterior drift ``x -> sigma^alpha s(x, sigma) - grad v(x)`` for ONE event
-    (a ``Drift`` pytree)."""
-    return Drift(**_posterior_fields(prior, likelihood, sigma, alpha))
+    (a ``Drift`` pytree). A sigma outside a learned prior's ``sigma_range`` is a
+    ``ValueError`` unless ``allow_extrapolation=True``."""
+    return Drift(**_posterior_fields(prior, likelihood, sigma, alpha, allow_extrapolation))
 
 
-def logdensity(prior: ScorePrior, likelihood=None, *, sigma, alpha=0.0) -> LogDensity:
+def logdensity(
+    prior: ScorePrior, likelihood=None, *, sigma, alpha=0.0, allow_extrapolation: bool = False
+) -> LogDensity:
     """``x -> sigma^alpha log p_sigma(x) - v(x)`` (needs a prior with a log density; a
     ``LogDensity`` pytree)."""
-    fields = _posterior_fields(prior, likelihood, sigma, alpha)
+    fields = _posterior_fields(prior, likelihood, sigma, alpha, allow_extrapolation)
     if not prior.has_logdensity:
         raise ValueError(f"prior {prior.name!r} has no log density: use method='ula'")
     return LogDensity(**fields)
@@ -141,6 +148,7 @@ def sample(
     method: str = "ula",
     step: float | None = None,
     c: float = 0.1,
+    allow_extrapolation: bool = False,
     **run_kwargs,
 ) -> samplers.Run:
     """Sample the posterior (or the prior alone when ``likelihood`` is None).
@@ -155,6 +163,8 @@ def sample(
             when known, else standard normal.
         method: ``"ula"`` (score only) or ``"mala"`` (needs a log density).
         step: step size; default ``step_size(sigma, alpha, likelihood, c)``.
+        allow_extrapolation: sample at a sigma outside the learned prior's ``sigma_range``
+            (by default a ``ValueError`` naming the range: the score there is untrained).
         run_kwargs: passed to ``bip.samplers.run`` (thin, burn_in, observe, progress, ...).
 
     The drift is a pytree (``Drift``), so repeated calls with the same structure and settings
@@ -163,10 +173,11 @@ def sample(
     """
     num_chains = _checks.integer("num_chains", num_chains)
     h = step if step is not None else step_size(sigma, alpha, likelihood, c)
+    fields = dict(sigma=sigma, alpha=alpha, allow_extrapolation=allow_extrapolation)
     if method == "ula":
-        algo = samplers.ula(drift(prior, likelihood, sigma=sigma, alpha=alpha), h)
+        algo = samplers.ula(drift(prior, likelihood, **fields), h)
     elif method == "mala":
-        algo = samplers.mala(logdensity(prior, likelihood, sigma=sigma, alpha=alpha), h)
+        algo = samplers.mala(logdensity(prior, likelihood, **fields), h)
     else:
         raise ValueError(f"method must be 'ula' or 'mala', got {method!r}")
     if initial_positions is None:
@@ -260,20 +271,25 @@ def sample_annealed(
     num_steps: int = 1000,
     c: float = 0.1,
     initial_positions: Array | None = None,
+    allow_extrapolation: bool = False,
     **run_kwargs,
 ) -> samplers.Run:
     """Annealed Langevin: ``steps_per_level`` ULA steps at each of the decreasing ``sigmas``
     (one jitted scan), then the final phase of ``num_steps`` at ``sigmas[-1]`` through
     ``bip.samplers.run`` (whose result is returned). A chain that diverges while annealing
-    makes ``run`` refuse its non-finite start with an error naming the count.
+    makes ``run`` refuse its non-finite start with an error naming the count. Every level
+    must lie in a learned prior's ``sigma_range`` unless ``allow_extrapolation=True``.
 
     Repeated calls with the same structure (prior, likelihood, shapes, ``steps_per_level``)
     reuse one compiled annealing program and one sampling loop, whatever ``sigmas``,
     ``alpha``, ``c``, the key or the parameters' values."""
     sigmas = jnp.asarray(sigmas, dtype=jnp.result_type(float))
     _checks.positive("sigmas", sigmas)
+    check_sigma(prior, sigmas, allow_extrapolation=allow_extrapolation, name="sigmas")
     steps_per_level = _checks.integer("steps_per_level", steps_per_level)
-    target = drift(prior, likelihood, sigma=sigmas[-1], alpha=alpha)
+    target = drift(
+        prior, likelihood, sigma=sigmas[-1], alpha=alpha, allow_extrapolation=allow_extrapolation
+    )
     k_init, k_anneal, k_final = jax.random.split(rng_key, 3)
     if initial_positions is None:
         initial_positions = default_initial_positions(k_init, prior, num_chains)
@@ -291,6 +307,7 @@ def sample_annealed(
         num_steps=num_steps,
         initial_positions=x,
         c=c,
+        allow_extrapolation=allow_extrapolation,
         **run_kwargs,
     )
 
@@ -317,6 +334,7 @@ def sample_with_noise_level(
     initial_positions: Array | None = None,
     step: float | None = None,
     c: float = 0.1,
+    allow_extrapolation: bool = False,
     **run_kwargs,
 ) -> NoiseLevelRun:
     """Sample ``x`` and an unknown Gaussian noise level ``s`` jointly (ULA).
@@ -326,7 +344,8 @@ def sample_with_noise_level(
     the ``x`` drift is ``sigma^alpha s_hat(x, sigma) + grad_x log p(y | x, s)``, the ``log s``
     drift the gradient of ``log p(y | x, s) + log p(s) + log s`` (autodiff). The default step
     is ``c * min(sigma^(2 - alpha), s_lo^2 / ||A||^2)`` with ``s_lo`` the hyperprior's 10%
-    quantile (estimated from 4096 draws).
+    quantile (estimated from 4096 draws). A sigma outside a learned prior's ``sigma_range``
+    is refused unless ``allow_extrapolation=True``.
 
     Example:
         >>> import numpyro.distributions as dist
@@ -348,6 +367,8 @@ def sample_with_noise_level(
             f"events have shape {event}"
         )
     num_chains = _checks.integer("num_chains", num_chains)
+    _checks.positive("sigma", sigma)
+    check_sigma(prior, sigma, allow_extrapolation=allow_extrapolation)
     size = int(np.prod(event))
     target = tempered(prior, alpha)
 

@@ -8,6 +8,9 @@ wrap a prior into a new one, the optax way:
 - ``tempered(prior, alpha)``: the maximum-entropy prior ``sigma^alpha * s`` (sec. 3);
 - ``with_error(prior, error, size, beta)``: ``s + size * sigma^beta * e(x)`` (sec. 5).
 
+A learned prior knows the noise levels it was trained on (``sigma_range``; the transforms
+keep it) and ``check_sigma`` refuses others unless the caller opts in.
+
 Parameters (``alpha``, ``size``, ``kappa`` ...) are pytree leaves and the functions are
 module-level, so sweeping a parameter under ``jit``/``vmap`` never retraces.
 
@@ -28,6 +31,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from bip import _checks
@@ -51,6 +55,9 @@ class ScorePrior:
             score-only (learned nets, non-conservative errors).
         manifold: the data manifold when known (metrics use it), else ``None``.
         name: a short human-readable description.
+        sigma_range: ``(sigma_min, sigma_max)``, the noise levels a learned score was trained
+            on (outside it the score is an extrapolation: ``check_sigma`` refuses such
+            levels unless asked not to); ``None`` (exact priors) accepts any sigma > 0.
     """
 
     score_fn: Callable = struct.field(pytree_node=False)
@@ -59,6 +66,7 @@ class ScorePrior:
     logdensity_fn: Callable | None = struct.field(pytree_node=False, default=None)
     manifold: Any = None
     name: str = struct.field(pytree_node=False, default="prior")
+    sigma_range: tuple[float, float] | None = struct.field(pytree_node=False, default=None)
 
     def _prepare(self, x, sigma):
         _checks.event_shape("x", x, self.event_shape)
@@ -87,6 +95,51 @@ class ScorePrior:
             )
         x, sigma = self._prepare(x, sigma)
         return self.logdensity_fn(self.params, x, sigma)
+
+
+def check_sigma(
+    prior: ScorePrior,
+    sigma,
+    *,
+    allow_extrapolation: bool = False,
+    name: str = "sigma",
+) -> None:
+    """Refuse noise levels outside the range a learned prior was trained on.
+
+    Args:
+        prior: any score prior; one with ``sigma_range = None`` (exact priors) accepts all.
+        sigma: a noise level or an array of them (an annealing schedule). Concrete values
+            are checked; traced ones (inside ``jit``) cannot be and pass, so call this from
+            Python where sigma is known (``bip.posteriors.sample`` and friends do).
+        allow_extrapolation: accept levels outside the range (the score there is the
+            network's extrapolation, which nothing in training constrained).
+        name: what to call ``sigma`` in the message (e.g. ``"sampler.sigma"``).
+
+    Raises:
+        ValueError: naming the prior, the range and the offending value(s).
+
+    Example:
+        >>> prior = bip.priors.load("phantom32-unet")          # trained on [0.01, 10]
+        >>> bip.priors.check_sigma(prior, 0.05)                 # fine
+        >>> bip.priors.check_sigma(prior, 1e-5)                 # ValueError
+        >>> bip.priors.check_sigma(prior, 1e-5, allow_extrapolation=True)
+    """
+    if prior.sigma_range is None or allow_extrapolation:
+        return
+    try:
+        values = np.atleast_1d(np.asarray(sigma, dtype=float))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return
+    lo, hi = prior.sigma_range
+    tol = 1e-9
+    outside = values[(values < lo * (1 - tol)) | (values > hi * (1 + tol))]
+    if outside.size:
+        shown = ", ".join(f"{v:g}" for v in outside[:3]) + (" ..." if outside.size > 3 else "")
+        raise ValueError(
+            f"{name} = {shown} lies outside [{lo:g}, {hi:g}], the noise levels prior "
+            f"{prior.name!r} was trained on: its score there is an untrained extrapolation "
+            "(pick sigma inside the range; from Python, allow_extrapolation=True samples anyway)"
+        )
 
 
 # --------------------------------------------------------------------------- exact priors
@@ -205,6 +258,7 @@ def tempered(prior: ScorePrior, alpha: float | Array) -> ScorePrior:
         logdensity_fn=_tempered_logdensity if prior.has_logdensity else None,
         manifold=prior.manifold,
         name=f"tempered({prior.name})",
+        sigma_range=prior.sigma_range,
     )
 
 
@@ -271,4 +325,5 @@ def with_error(
         logdensity_fn=_with_error_logdensity if conservative else None,
         manifold=prior.manifold,
         name=f"with_error({prior.name}, {getattr(error, 'name', type(error).__name__)})",
+        sigma_range=prior.sigma_range,
     )

@@ -426,6 +426,14 @@ def build(spec: dict) -> Problem:
     k_truth, k_noise = jax.random.split(key)
     truth, manifold, law = _truth_and_manifold(spec, k_truth)
     prior = _prior(spec, law)
+    sampler = spec["sampler"]
+    levels = {"sampler.sigma": sampler["sigma"], "sampler.anneal_from": sampler["anneal_from"]}
+    for key, value in levels.items():
+        try:
+            if key == "sampler.sigma" or value > sampler["sigma"]:  # anneal_from 0: none
+                priors.check_sigma(prior, value, name=key)
+        except ValueError as err:
+            raise SpecError(f"{_origin(spec)}: {err}") from None
     event_shape = tuple(truth.shape) if truth is not None else tuple(prior.event_shape)
     if tuple(prior.event_shape) != event_shape:
         raise SpecError(

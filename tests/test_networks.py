@@ -3,6 +3,8 @@
 import shutil
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import chex
 import jax
@@ -13,9 +15,13 @@ from flax import nnx
 
 import bip.errors
 import bip.images
+import bip.likelihoods
 import bip.manifolds
 import bip.networks as networks
+import bip.operators
+import bip.posteriors
 import bip.priors
+import bip.problems
 import bip.profile
 from bip.networks import WeightsError, load_prior, network_prior
 
@@ -478,3 +484,50 @@ def test_learned_phantom_langevin_samples_stay_near_the_manifold(key):
     s_eff = 0.01 ** (1 - 0.25 / 2)
     denoised = ts + s_eff**2 * prior.score(ts, s_eff)
     assert float(jnp.mean(prior.manifold.distance(denoised))) < 0.1 * norm
+
+
+def test_learned_prior_refuses_sigma_outside_its_trained_range(key):
+    prior = load_prior("phantom32-unet")
+    assert prior.sigma_range == (0.01, 10.0)  # the recipe's [training] sigma_min, sigma_max
+    blur = bip.operators.gaussian_blur((32, 32), 2.0)
+    lik = bip.likelihoods.gaussian(blur, jnp.zeros((32, 32)), 0.05)
+    x = jnp.full((32, 32), 0.1)
+    circle = bip.priors.exact(bip.manifolds.Uniform(bip.manifolds.Circle()))
+    wrapped = [
+        prior,
+        bip.priors.tempered(prior, 1.0),
+        bip.priors.with_error(prior, bip.errors.random_fourier(key, (32, 32), 4), 0.1),
+    ]
+    for p in wrapped:
+        assert p.sigma_range == (0.01, 10.0)
+        for sigma in (1e-5, 1e3):
+            with pytest.raises(ValueError, match=rf"sigma = {sigma:g} lies outside \[0.01, 10\]"):
+                bip.posteriors.sample(key, p, lik, sigma=sigma, num_chains=2, num_steps=2)
+            with pytest.raises(ValueError, match="phantom32-unet"):
+                bip.posteriors.drift(p, lik, sigma=sigma)
+            out = bip.posteriors.drift(p, lik, sigma=sigma, allow_extrapolation=True)(x)
+            assert out.shape == (32, 32) and bool(jnp.all(jnp.isfinite(out)))
+    # an annealing schedule is checked level by level, before anything is compiled
+    with pytest.raises(ValueError, match=r"sigmas = 100, 20 lies outside"):
+        bip.posteriors.sample_annealed(
+            key, prior, lik, sigmas=[100.0, 20.0, 1.0, 0.05], num_chains=2, num_steps=2
+        )
+    with pytest.raises(ValueError, match=r"sigmas = 0\.001 lies outside"):
+        bip.posteriors.sample_annealed(
+            key, prior, lik, sigmas=[1.0, 0.1, 0.001], num_chains=2, num_steps=2
+        )
+    # exact priors accept any sigma
+    assert circle.sigma_range is None
+    for sigma in (1e-5, 1e3):
+        bip.posteriors.drift(circle, None, sigma=sigma)
+        bip.priors.check_sigma(bip.priors.tempered(circle, 1.0), sigma)
+
+
+def test_spec_with_sigma_outside_the_learned_range_is_a_spec_error():
+    raw = tomllib.loads(Path("problems/ct-phantom-16-learned.toml").read_text())
+    for key, value in (("sigma", 1e-5), ("anneal_from", 1e3)):
+        bad = {**raw, "sampler": {**raw["sampler"], key: value}}
+        spec = bip.problems.validate(bad, "bad.toml")
+        match = rf"bad.toml: sampler.{key} = .*\[0.01, 10\]"
+        with pytest.raises(bip.problems.SpecError, match=match):
+            bip.problems.build(spec)
