@@ -968,13 +968,23 @@ def _fourier_filter(size: int, filter_name: str | None) -> np.ndarray:
     return filt
 
 
-def _fbp_single(offsets: Array, sinogram: Array, filter_name: str | None) -> Array:
+def _fbp_sizes(n: int) -> tuple[int, int]:
+    """skimage's detector length ``diag`` for a circle-sinogram of ``n`` bins
+    (``_sinogram_circle_to_square``) and its zero-padded FFT length."""
+    diag = int(np.ceil(np.sqrt(2) * n))
+    return diag, max(64, int(2 ** np.ceil(np.log2(2 * diag))))
+
+
+def _fbp_filter(n: int, filter_name: str | None) -> np.ndarray:
+    """The Fourier weights FBP applies to the padded sinograms of ``n`` detector bins."""
+    return _fourier_filter(_fbp_sizes(n)[1], filter_name)
+
+
+def _fbp_single(offsets: Array, filt: Array, sinogram: Array) -> Array:
     n, num_angles = sinogram.shape
     dtype = sinogram.dtype
-    diag = int(np.ceil(np.sqrt(2) * n))  # skimage's _sinogram_circle_to_square
+    diag, size = _fbp_sizes(n)
     pad_before = diag // 2 - n // 2
-    size = max(64, int(2 ** np.ceil(np.log2(2 * diag))))
-    filt = jnp.asarray(_fourier_filter(size, filter_name), dtype)
     padded = jnp.pad(sinogram, ((pad_before, size - n - pad_before), (0, 0)))
     spectrum = jnp.fft.fft(padded, axis=0) * filt[:, None]
     filtered = jnp.real(jnp.fft.ifft(spectrum, axis=0))[:diag].astype(dtype)  # (diag, angle)
@@ -1042,14 +1052,16 @@ def filtered_back_projection(
     dtype = jnp.result_type(sinogram.dtype, params.angles.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    return _fbp(params.offsets, sinogram.astype(dtype), filter)
+    return _fbp(params.offsets, jnp.asarray(_fbp_filter(n, filter), dtype), sinogram.astype(dtype))
 
 
-@partial(jax.jit, static_argnums=2)
-def _fbp(offsets: Array, sinogram: Array, filter_name: str | None) -> Array:
+@jax.jit
+def _fbp(offsets: Array, filt: Array, sinogram: Array) -> Array:
+    """FBP of ``(*batch, n, num_angles)`` sinograms with the Fourier weights ``filt``
+    (``_fbp_filter``; an argument, so every filter shares one compiled program)."""
     n, num_angles = sinogram.shape[-2:]
     batch = sinogram.shape[:-2]
-    single = partial(_fbp_single, offsets, filter_name=filter_name)
+    single = partial(_fbp_single, offsets, filt)
     if not batch:
         return single(sinogram)
     # lax.map, not vmap: XLA CPU runs the batched gather 5-10x slower than a loop of single

@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -51,8 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bip import likelihoods, manifolds, metrics, operators, priors
+from bip import baselines, likelihoods, manifolds, operators, priors
 from bip._data import shipped
+from bip.baselines import tikhonov  # noqa: F401 (re-exported: bip.problems.tikhonov)
 
 Array = jax.Array
 
@@ -454,11 +454,7 @@ def build(spec: dict) -> Problem:
     elif truth is None:
         raise SpecError(f"{_origin(spec)}: no ground truth to simulate a measurement from")
     else:
-        clean = op(truth)
-        eps = jax.random.normal(k_noise, clean.shape, clean.dtype)
-        if noise["kind"] == "student_t":
-            eps = jax.random.t(k_noise, noise["df"], clean.shape, clean.dtype)
-        y = clean + noise["std"] * eps
+        y = _simulate(spec, op, truth, k_noise)
     if noise["kind"] == "gaussian":
         lik = likelihoods.gaussian(op, y, noise["std"])
     else:
@@ -467,34 +463,54 @@ def build(spec: dict) -> Problem:
         df, std = float(noise["df"]), float(noise["std"])
         lik = likelihoods.numpyro_noise(op, y, lambda mean: dist.StudentT(df, mean, std))
     alpha = float(spec["prior"]["alpha"]) if spec["prior"]["kind"] == "maxent" else 0.0
-    baseline = _baseline(spec, op, y, truth) if truth is not None else {}
+    baseline = _baseline(spec, op, y, truth, law) if truth is not None else {}
     return Problem(spec, truth, op, y, lik, prior, alpha, manifold, law, baseline)
 
 
-def _baseline(spec: dict, op, y, truth) -> dict:
-    """Classical reconstructions to beat: FBP for CT, Tikhonov (for a blur: the Wiener filter
-    with a white prior) at its best weight, chosen with the ground truth (an oracle)."""
+def _simulate(spec: dict, op: operators.Operator, truth: Array, key) -> Array:
+    """``op(truth)`` plus the spec's noise (``truth`` one image or a batch)."""
+    noise = spec["noise"]
+    clean = op(truth)
+    eps = jax.random.normal(key, clean.shape, clean.dtype)
+    if noise["kind"] == "student_t":
+        eps = jax.random.t(key, noise["df"], clean.shape, clean.dtype)
+    return clean + noise["std"] * eps
+
+
+#: How many validation images choose the baselines' parameters.
+VALIDATION_IMAGES = 4
+
+
+def _validation(spec: dict, op: operators.Operator, law) -> tuple[Array, Array, str] | None:
+    """Validation images for the baselines: other draws of the test image's law (phantom),
+    or other images of its collection (digits, faces), observed like it with independent
+    noise; None when there are none (a single image, a file)."""
+    data = spec["data"]
+    key = jax.random.fold_in(jax.random.key(spec["sampler"]["seed"]), 0x7A11D)
+    k_images, k_noise = jax.random.split(key)
+    if data["source"] == "phantom":
+        truths = law.sample(k_images, (VALIDATION_IMAGES,))
+        note = f"{VALIDATION_IMAGES} other draws of the phantom law"
+    elif data["source"] in ("digits", "faces"):
+        from bip import images
+
+        collection = images.digits(data["size"]) if data["source"] == "digits" else images.faces()
+        others = [(data["index"] + 1 + i) % collection.shape[0] for i in range(VALIDATION_IMAGES)]
+        truths = jnp.asarray(collection[np.asarray(others)])
+        note = f"{data['source']} images {others} (not the test image)"
+    else:
+        return None
+    return _simulate(spec, op, truths, k_noise), truths, note
+
+
+def _baseline(spec: dict, op: operators.Operator, y: Array, truth: Array, law) -> dict:
+    """Classical reconstructions to beat (``bip.baselines.classical``: FBP for CT, Tikhonov,
+    Wiener), each parameter chosen by an interior search on validation images of the same
+    law (``chosen_on = "validation"``), or on the truth when there are none (``"oracle"``)."""
     if truth.ndim != 2:
         return {}
-    out = {}
-    if spec["operator"]["kind"] == "radon":
-        fbp = operators.filtered_back_projection(op, y)
-        out["fbp"] = {"psnr": metrics.psnr(fbp, truth)}
-    if op.linear:
-        best = None
-        for weight in np.geomspace(1e-4, 10.0, 21):
-            estimate = tikhonov(op, y, float(weight))
-            score = metrics.psnr(estimate, truth)
-            if best is None or score > best[0]:
-                best = (score, float(weight))
-        out["tikhonov"] = {"psnr": best[0], "weight": best[1]}
-    return out
-
-
-@functools.partial(jax.jit, static_argnames="iterations")
-def tikhonov(op, y, weight: float, iterations: int = 200) -> Array:
-    """``argmin ||A x - y||^2 + weight ||x||^2`` by conjugate gradients on the normal equations
-    (one compiled program per operator structure; ``weight`` is traced)."""
-    rhs = op.adjoint(y)
-    x, _ = jax.scipy.sparse.linalg.cg(lambda v: op.gram(v) + weight * v, rhs, maxiter=iterations)
-    return x
+    validation = _validation(spec, op, law)
+    if validation is None:
+        return baselines.classical(op, y, truth)
+    ys, truths, note = validation
+    return baselines.classical(op, y, truth, (ys, truths), validation_note=note)
