@@ -316,7 +316,7 @@ def section_overhead(quick: bool) -> list[dict]:
     else:
         r = _hand_overhead(chains, steps, repeats)
         source = "bench_scaling fallback"
-    return [
+    rows = [
         _row(
             f"ULA time: library run() / hand lax.scan ({r['chains']} x {r['steps']}, f64)",
             f"{r['library_rate'] / 1e6:.3g} M/s",
@@ -325,6 +325,19 @@ def section_overhead(quick: bool) -> list[dict]:
             source,
         )
     ]
+    if module is not None and hasattr(module, "chunk_cost"):
+        c = module.chunk_cost(chains, steps, 10, repeats + 1)
+        rows.append(
+            _row(
+                f"run() time: host loop over ~1 s chunks / one big scan (old run), "
+                f"{c['chains']} x {c['steps']} thin 10, f64",
+                f"{c['best_s']['chunked']:.3g} s",
+                f"{c['best_s']['one scan']:.3g} s",
+                c["ratio"],
+                "bench/bench_ula.py --chunks; target < 1.05",
+            )
+        )
+    return rows
 
 
 def section_projector(quick: bool) -> list[dict]:

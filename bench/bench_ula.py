@@ -72,8 +72,10 @@ def _posterior(prior, h: float, num_steps: int):
     return call
 
 
-def _loop(prior, h: float, num_steps: int, *, blackjax=False, check=False, info=False):
-    """The hand-written loop; the flags add the pieces of ``run``'s step one by one."""
+def _loop(prior, h: float, num_steps: int, *, blackjax=False, check=False, info=False, thin=None):
+    """The hand-written loop; the flags add the pieces of ``run``'s step one by one. With
+    ``thin``, it is the old ``run``: one scan over kept blocks of ``thin`` steps whose stacked
+    output (every ``thin``-th position, kept on the device) it returns."""
     kernel = build_kernel()
 
     def drift(x):
@@ -111,8 +113,15 @@ def _loop(prior, h: float, num_steps: int, *, blackjax=False, check=False, info=
             jnp.full(num_chains, -1),
             jnp.zeros(num_chains, jnp.result_type(float)),
         )
-        carry, _ = jax.lax.scan(step, carry, jnp.arange(num_steps))
-        return carry[0]
+        if thin is None:
+            carry, _ = jax.lax.scan(step, carry, jnp.arange(num_steps))
+            return carry[0]
+
+        def block(carry, b):
+            carry, _ = jax.lax.scan(step, carry, b * thin + jnp.arange(thin))
+            return carry, carry[0]
+
+        return jax.lax.scan(block, carry, jnp.arange(num_steps // thin))[1]
 
     return call
 
@@ -121,6 +130,16 @@ def _timed(fn, *args) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     return time.perf_counter() - t0
+
+
+def _interleaved(variants: dict, key, x0, repeats: int) -> dict:
+    """Wall times (s) of ``repeats`` calls of every variant, interleaved so that the load of
+    the shared cores falls on all alike."""
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            times[name].append(_timed(fn, key, x0))
+    return times
 
 
 def bench(num_chains: int, num_steps: int, repeats: int, dtype) -> dict:
@@ -149,10 +168,7 @@ def bench(num_chains: int, num_steps: int, repeats: int, dtype) -> dict:
     assert final["library run()"].dtype == dtype, final["library run()"].dtype
     # same arithmetic and noise: the loops agree up to rounding (XLA fuses differently)
     difference = float(jnp.max(jnp.abs(final["library run()"] - final["hand"])))
-    times = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            times[name].append(_timed(fn, key, x0))
+    times = _interleaved(variants, key, x0, repeats)
     best = {name: min(t) for name, t in times.items()}
     return {
         "dtype": jnp.dtype(dtype).name,
@@ -167,13 +183,63 @@ def bench(num_chains: int, num_steps: int, repeats: int, dtype) -> dict:
     }
 
 
+def chunk_cost(num_chains: int, num_steps: int, thin: int, repeats: int) -> dict:
+    """Float64 wall times (s) of ``run``'s chunked host loop against one big scan.
+
+    ``chunked``: ``bip.samplers.run`` as is (chunks of about a second, draws copied to host
+    memory after each); ``one chunk``: the same program called once (``chunk_size`` = all
+    steps); ``one scan``: the old ``run``, one jitted scan over the whole run keeping the
+    draws on the device (``_loop(..., thin=thin)``, run's step). Best of ``repeats``,
+    interleaved."""
+    jax.config.update("jax_enable_x64", True)
+    data = bip.manifolds.VonMises(bip.manifolds.Circle(), kappa=KAPPA, loc=np.pi)
+    prior = bip.priors.exact(data)
+    h = float(bip.samplers.default_step_size(SIGMA, 0.0))
+    x0 = data.sample(jax.random.key(0), (num_chains,))
+    algo = bip.samplers.ula(lambda x: prior.score(x, SIGMA), h)
+
+    def library(chunk_size):
+        def call(key, x):
+            return bip.samplers.run(
+                key, algo, x, num_steps, thin=thin, progress=False, chunk_size=chunk_size
+            ).samples
+
+        return call
+
+    variants = {
+        "chunked": library(None),
+        "one chunk": library(num_steps),
+        "one scan": _loop(prior, h, num_steps, blackjax=True, check=True, info=True, thin=thin),
+    }
+    key = jax.random.key(1)
+    draws = {name: np.asarray(jax.block_until_ready(fn(key, x0))) for name, fn in variants.items()}
+    times = _interleaved(variants, key, x0, repeats)
+    best = {name: min(t) for name, t in times.items()}
+    return {
+        "chains": num_chains,
+        "steps": num_steps,
+        "thin": thin,
+        "best_s": best,
+        "times_s": times,
+        "ratio": best["chunked"] / best["one scan"],
+        "same_draws_chunked_one_chunk": bool(np.array_equal(draws["chunked"], draws["one chunk"])),
+        "max_abs_difference_one_scan": float(np.max(np.abs(draws["chunked"] - draws["one scan"]))),
+    }
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chains", type=int, default=10_000)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument(
+        "--chunks", action="store_true", help="only the chunked-loop cost (float64)"
+    )
+    parser.add_argument("--thins", default="0,10", help="--chunks: thinnings (0: all steps)")
     args = parser.parse_args(argv)
+    if args.chunks:
+        return _print_chunk_costs(args)
     results = []
     for name in args.dtypes.split(","):
         r = bench(args.chains, args.steps, args.repeats, jnp.dtype(name))
@@ -187,6 +253,22 @@ def main(argv=None) -> list[dict]:
         )
         for variant, t in r["best_s"].items():
             print(f"    {variant:32s} {t:7.3f} s  ({t / r['best_s']['hand']:.2f} x hand)")
+    return results
+
+
+def _print_chunk_costs(args) -> list[dict]:
+    results = []
+    for thin in (int(t) or args.steps for t in args.thins.split(",")):
+        r = chunk_cost(args.chains, args.steps, thin, args.repeats)
+        results.append(r)
+        b = r["best_s"]
+        print(
+            f"float64, {r['chains']} chains x {r['steps']} steps, thin {thin}: chunked "
+            f"{b['chunked']:.3f} s, one chunk {b['one chunk']:.3f} s, one scan (old run) "
+            f"{b['one scan']:.3f} s; chunked / one scan {r['ratio']:.3f}; same draws as one "
+            f"chunk: {r['same_draws_chunked_one_chunk']}, max |chunked - one scan| "
+            f"{r['max_abs_difference_one_scan']:.1e}"
+        )
     return results
 
 

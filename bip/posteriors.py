@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -232,31 +231,28 @@ def default_initial_positions(rng_key: Array, prior: ScorePrior, num_chains: int
     return jax.random.normal(rng_key, (num_chains,) + tuple(prior.event_shape))
 
 
-@functools.partial(jax.jit, static_argnums=6)
-def _anneal(rng_key, target: Drift, sigmas, x, c, lipschitz, steps_per_level: int):
-    """``steps_per_level`` ULA steps of ``target`` at each level of ``sigmas`` ``(L,)`` from
-    ``x`` ``(num_chains, *event)``, step ``c * min(sigma^(2 - alpha), 1 / L)``; one program
-    for all values of the arrays (only ``steps_per_level`` and the shapes are static)."""
+@jax.jit
+def _anneal(rng_key, target: Drift, sigmas, x, c, lipschitz, steps_per_level, first, count):
+    """Annealing steps ``[first, first + count)`` from ``x`` ``(num_chains, *event)``: step
+    ``g`` is ULA step ``g % steps_per_level`` of ``target`` at level ``sigmas[g //
+    steps_per_level]``, step size ``c * min(sigma^(2 - alpha), 1 / L)``; one program for all
+    values of the arrays and counts (only the shapes and the structure are static)."""
     kernel = samplers.build_kernel()
 
-    def level(x, inputs):
-        index, sigma = inputs
+    def body(g, x):
+        index, i = g // steps_per_level, g % steps_per_level
+        sigma = sigmas[index]
         h = c * sigma ** (2.0 - target.alpha)
         if lipschitz is not None:
             h = jnp.minimum(h, c / lipschitz)
         fn = target.replace(sigma=sigma)
+        keys = jax.random.split(
+            jax.random.fold_in(jax.random.fold_in(rng_key, index), i), x.shape[0]
+        )
+        state = jax.vmap(lambda k, s: kernel(k, s, fn, h)[0])(keys, samplers.LangevinState(x))
+        return state.position
 
-        def body(i, state):
-            keys = jax.random.split(
-                jax.random.fold_in(jax.random.fold_in(rng_key, index), i), x.shape[0]
-            )
-            return jax.vmap(lambda k, s: kernel(k, s, fn, h)[0])(keys, state)
-
-        state = jax.lax.fori_loop(0, steps_per_level, body, samplers.LangevinState(x))
-        return state.position, None
-
-    x, _ = jax.lax.scan(level, x, (jnp.arange(sigmas.shape[0]), sigmas))
-    return x
+    return jax.lax.fori_loop(first, first + count, body, x)
 
 
 def sample_annealed(
@@ -275,13 +271,15 @@ def sample_annealed(
     **run_kwargs,
 ) -> samplers.Run:
     """Annealed Langevin: ``steps_per_level`` ULA steps at each of the decreasing ``sigmas``
-    (one jitted scan), then the final phase of ``num_steps`` at ``sigmas[-1]`` through
-    ``bip.samplers.run`` (whose result is returned). A chain that diverges while annealing
-    makes ``run`` refuse its non-finite start with an error naming the count. Every level
+    (jitted chunks of about a second), then the final phase of ``num_steps`` at
+    ``sigmas[-1]`` through ``bip.samplers.run`` (whose result is returned). A chain that
+    diverges while annealing makes ``run`` refuse its non-finite start with an error naming
+    the count. Ctrl-C raises ``bip.samplers.Interrupted``: while annealing with
+    ``partial=None``, while sampling with the partial ``Run``. Every level
     must lie in a learned prior's ``sigma_range`` unless ``allow_extrapolation=True``.
 
-    Repeated calls with the same structure (prior, likelihood, shapes, ``steps_per_level``)
-    reuse one compiled annealing program and one sampling loop, whatever ``sigmas``,
+    Repeated calls with the same structure (prior, likelihood, shapes) reuse one compiled
+    annealing program and one sampling loop, whatever ``sigmas``,
     ``alpha``, ``c``, the key or the parameters' values."""
     sigmas = jnp.asarray(sigmas, dtype=jnp.result_type(float))
     _checks.positive("sigmas", sigmas)
@@ -294,9 +292,28 @@ def sample_annealed(
     if initial_positions is None:
         initial_positions = default_initial_positions(k_init, prior, num_chains)
     lipschitz = getattr(likelihood, "lipschitz", None) if likelihood is not None else None
-    x = _anneal(
-        k_anneal, target, sigmas, jnp.asarray(initial_positions), c, lipschitz, steps_per_level
+    total = sigmas.shape[0] * steps_per_level
+
+    def advance(x, first, count):
+        return _anneal(k_anneal, target, sigmas, x, c, lipschitz, steps_per_level, first, count)
+
+    progress = run_kwargs.get("progress")
+    if progress is None:
+        progress = num_chains * (total + num_steps) > 10**8
+    x, done, interrupted = samplers._drive_range(
+        advance,
+        jnp.asarray(initial_positions),
+        total,
+        progress=bool(progress),
+        desc="annealing",
+        what="annealing loop",
     )
+    if interrupted:
+        raise samplers.Interrupted(
+            f"annealing interrupted at level {done // steps_per_level + 1} of "
+            f"{sigmas.shape[0]}, before any draw was kept",
+            None,
+        )
     return sample(
         k_final,
         prior,
@@ -398,15 +415,22 @@ def sample_with_noise_level(
         initial_positions = default_initial_positions(k_init, prior, num_chains)
     x0 = jnp.asarray(initial_positions).reshape(num_chains, size)
     log_s0 = jnp.full((num_chains, 1), jnp.log(jnp.median(draws)), x0.dtype)
-    run = samplers.run(
-        k_run,
-        samplers.ula(drift, step),
-        jnp.concatenate([x0, log_s0], axis=1),
-        num_steps,
-        **run_kwargs,
-    )
-    z = run.samples
-    return NoiseLevelRun(z[..., :size].reshape(z.shape[:2] + event), jnp.exp(z[..., size]), run)
+
+    def joint(run: samplers.Run) -> NoiseLevelRun:
+        z = run.samples
+        return NoiseLevelRun(z[..., :size].reshape(z.shape[:2] + event), np.exp(z[..., size]), run)
+
+    try:
+        run = samplers.run(
+            k_run,
+            samplers.ula(drift, step),
+            jnp.concatenate([x0, log_s0], axis=1),
+            num_steps,
+            **run_kwargs,
+        )
+    except samplers.Interrupted as stop:  # the partial draws, split like a complete result
+        raise samplers.Interrupted(str(stop), joint(stop.partial)) from None
+    return joint(run)
 
 
 def marginal_noise_potential(operator, y: Array, noise_prior, num_nodes: int = 400):
