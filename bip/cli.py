@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from bip import __version__
+from bip import __version__, outputs
 
 NO_CACHE_ENV = "BIP_NO_COMPILE_CACHE"
 INTERRUPT_GRACE_S = 6.0
@@ -72,8 +72,6 @@ class _InterruptWatch:
     ``grace`` s, the run has started saving what it has (``bip.outputs.SAVING``) or ended."""
 
     def __init__(self, command: str, grace: float = INTERRUPT_GRACE_S):
-        from bip import outputs
-
         self.command, self.grace, self.saving = command, grace, outputs.SAVING
         self.saving.clear()
         self._read, self._write = socket.socketpair()
@@ -102,8 +100,6 @@ class _InterruptWatch:
 
 def _announce(args: argparse.Namespace, what: str, out) -> None:
     """The first line of every run: what, where to, and in which precision."""
-    from bip import outputs
-
     precision = outputs.precision()
     hint = " (--float32 for single precision)" if precision == "float64" else ""
     print(f"bip {args.command} {what} -> {out}: {precision}{hint}", flush=True)
@@ -112,12 +108,15 @@ def _announce(args: argparse.Namespace, what: str, out) -> None:
 # --------------------------------------------------------------------------- robustness
 
 
-def _image_robustness(args: argparse.Namespace) -> int:
-    from bip import experiments, outputs, plots
+_SWEEP_LEGACY = outputs.holds_exactly("results.json", "summary.json", "robustness.png")
+"""A sweep folder written before bip marked its outputs."""
 
-    out = outputs.check(
-        args.out or Path("runs") / f"robustness-{Path(args.spec).stem}", overwrite=args.overwrite
-    )
+
+def _image_robustness(args: argparse.Namespace) -> int:
+    from bip import experiments, plots
+
+    default = Path("runs") / f"robustness-{Path(args.spec).stem}"
+    out = outputs.check(args.out or default, overwrite=args.overwrite, legacy=_SWEEP_LEGACY)
     _announce(args, args.spec, out)
     start = time.perf_counter()
     try:
@@ -151,7 +150,7 @@ def _image_robustness(args: argparse.Namespace) -> int:
 def _save_sweep(sweep, out: Path, figure, overwrite: bool, complete: bool = True) -> None:
     """``results.json``, ``summary.json`` (and, when complete, ``robustness.png``) into
     ``out``, atomically and marked (``bip.outputs``)."""
-    from bip import outputs, plots
+    from bip import plots
 
     def fill(tmp: Path) -> None:
         sweep.save(tmp)
@@ -159,9 +158,8 @@ def _save_sweep(sweep, out: Path, figure, overwrite: bool, complete: bool = True
             plots.save_figure(figure(sweep), tmp / "robustness.png")
 
     status = "complete" if complete else "incomplete"
-    outputs.write_folder(
-        out, fill, outputs.manifest("robustness", status=status), overwrite=overwrite
-    )
+    content = outputs.manifest("robustness", status=status)
+    outputs.write_folder(out, fill, content, overwrite=overwrite, legacy=_SWEEP_LEGACY)
 
 
 def _robustness_interrupted(args: argparse.Namespace, stop, out: Path) -> int:
@@ -178,9 +176,11 @@ def _robustness_interrupted(args: argparse.Namespace, stop, out: Path) -> int:
 def _robustness(args: argparse.Namespace) -> int:
     if args.spec is not None:
         return _image_robustness(args)
-    from bip import experiments, outputs, plots
+    from bip import experiments, plots
 
-    out = outputs.check(args.out or "runs/robustness", overwrite=args.overwrite)
+    out = outputs.check(
+        args.out or "runs/robustness", overwrite=args.overwrite, legacy=_SWEEP_LEGACY
+    )
     _announce(args, "(circle)", out)
     sigmas = [0.3, 0.2, 0.1, 0.05] + ([0.02] if args.full else [])
     observe = tuple(args.observe) if args.observe is not None else None
@@ -275,10 +275,9 @@ def _add_robustness(subparsers, common) -> None:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from bip import outputs, solve
+    from bip import solve
 
     out = args.out or str(Path("runs") / Path(args.spec).stem)
-    outputs.check(out, overwrite=args.overwrite)
     _announce(args, args.spec, out)
     try:
         report = solve.solve(

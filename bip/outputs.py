@@ -78,20 +78,31 @@ def _writable_ancestor(path: Path) -> None:
     os.unlink(probe)
 
 
+Legacy = Callable[[Path], bool]
+"""A test that recognises a folder bip wrote before it marked its folders (``holds_exactly``)."""
+
+
+def holds_exactly(*names: str) -> Legacy:
+    """A ``Legacy`` test: the folder holds exactly these files (what an older bip wrote)."""
+    return lambda folder: sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+
 def check(
     out: str | os.PathLike,
     *,
     overwrite: bool = False,
-    resume: Callable[[Path], bool] | None = None,
+    resume: bool = False,
+    legacy: Legacy | None = None,
 ) -> Path:
     """Check that ``out`` may be written, before any compute; return it as a ``Path``.
 
     Args:
         out: the output folder.
-        overwrite: an existing folder that carries bip's manifest may be replaced.
-        resume: for commands that continue in place (``bip train``): a test that an existing
-            folder without a manifest is still bip's own (e.g. it holds a checkpoint); such a
-            folder, or one with a manifest, is accepted without ``overwrite``.
+        overwrite: an existing folder that bip wrote may be replaced.
+        resume: for commands that continue in place (``bip train``): a folder bip wrote is
+            accepted without ``overwrite``.
+        legacy: recognises a folder without a manifest that an older bip wrote (e.g.
+            ``holds_exactly("samples.npz", "report.json", "figure.png")``); it counts as bip's.
 
     Raises:
         OutputError: ``out`` is ``.``, the current folder or one of its parents, a file, in a
@@ -114,8 +125,8 @@ def check(
     _writable_ancestor(resolved)
     if not path.is_dir() or _is_empty(path):
         return path
-    ours = read_manifest(path) is not None
-    if resume is not None and (ours or resume(path)):
+    ours = read_manifest(path) is not None or (legacy is not None and legacy(path))
+    if ours and resume:
         return path
     if not ours:
         raise OutputError(
@@ -167,10 +178,12 @@ def write_folder(
     content: dict,
     *,
     overwrite: bool = False,
+    legacy: Legacy | None = None,
 ) -> Path:
     """Fill a temporary folder beside ``out`` with ``fill(tmp)``, mark it with ``content`` and
-    rename it into place (replacing a bip output folder when ``overwrite``); on any error or
-    interrupt the temporary folder is removed and ``out`` is unchanged."""
+    rename it into place (replacing a bip output folder when ``overwrite``; ``legacy`` as in
+    ``check``); on any error or interrupt the temporary folder is removed and ``out`` is
+    unchanged."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
@@ -178,7 +191,9 @@ def write_folder(
     try:
         fill(tmp)
         write_manifest(tmp, content)
-        check(out, overwrite=overwrite)  # again: the folder may have appeared meanwhile
+        check(
+            out, overwrite=overwrite, legacy=legacy
+        )  # again: the folder may have appeared meanwhile
         if out.exists():
             trash = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, trash)

@@ -189,6 +189,10 @@ def _figure(problem, samples, arrays: dict, path: Path) -> None:
     plt.close(fig)
 
 
+LEGACY = outputs.holds_exactly("samples.npz", "report.json", "figure.png")
+"""An output folder of ``solve`` written before bip marked its outputs (``bip.outputs``)."""
+
+
 class SolveInterrupted(KeyboardInterrupt):
     """Ctrl-C during ``solve``: ``steps_done`` of ``num_steps`` chain steps ran; ``written``
     is the output folder holding the partial draws (marked incomplete), or None."""
@@ -259,7 +263,7 @@ def _write(out: Path, spec: dict, problem, samples, arrays, report, overwrite, s
             _figure(problem, samples, arrays, tmp / "figure.png")
 
     content = outputs.manifest("solve", status=status, spec=spec.get("_path") or spec["name"])
-    return outputs.write_folder(out, fill, content, overwrite=overwrite)
+    return outputs.write_folder(out, fill, content, overwrite=overwrite, legacy=LEGACY)
 
 
 def _interrupted(stop, spec, problem, out, overwrite, start) -> SolveInterrupted:
@@ -300,7 +304,7 @@ def solve(spec_or_path, out_dir=None, *, overwrite: bool = False, progress: bool
     to ``out_dir``, marked incomplete (``report.json`` has ``"complete": false``).
     """
     spec = problems.load(spec_or_path) if not isinstance(spec_or_path, dict) else spec_or_path
-    out = outputs.check(out_dir, overwrite=overwrite) if out_dir is not None else None
+    out = None if out_dir is None else outputs.check(out_dir, overwrite=overwrite, legacy=LEGACY)
     check_size(spec)
     start = time.perf_counter()
     problem = problems.build(spec)

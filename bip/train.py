@@ -972,7 +972,7 @@ def train(
     recipe = load_recipe(recipe)
     if stop_after is not None and (isinstance(stop_after, bool) or int(stop_after) < 0):
         raise ValueError(f"stop_after must be an integer >= 0, got {stop_after!r}")
-    out_dir = outputs.check(out_dir, resume=_is_training_folder)
+    out_dir = outputs.check(out_dir, resume=True, legacy=_is_training_folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     training = recipe.training
     total = training["steps"]

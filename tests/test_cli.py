@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bip import cli, experiments, outputs, problems
+from bip import cli, experiments, outputs, problems, solve
 from bip import train as train_mod
 
 CIRCLE_TOY = Path(__file__).resolve().parents[1] / "problems" / "circle-toy.toml"
@@ -127,6 +127,18 @@ def test_overwrite_replaces_only_bip_folders(tmp_path):
     assert sorted(p.name for p in ours.iterdir()) == [outputs.MANIFEST, "b.txt"]
     assert outputs.read_manifest(ours)["status"] == "incomplete"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "thesis"]  # no temp folders
+
+    # the three files an older bip solve wrote, without a manifest: still bip's
+    old = tmp_path / "old-run"
+    old.mkdir()
+    for name in ("samples.npz", "report.json", "figure.png"):
+        (old / name).write_text("")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        outputs.check(old, legacy=solve.LEGACY)
+    assert outputs.check(old, overwrite=True, legacy=solve.LEGACY) == old
+    (old / "thesis.txt").write_text("years of work")
+    with pytest.raises(outputs.OutputError, match="not written by bip"):
+        outputs.check(old, overwrite=True, legacy=solve.LEGACY)
 
 
 def test_cli_refuses_bad_out_before_any_compute(tmp_path, monkeypatch, capsys):
