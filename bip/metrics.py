@@ -1,6 +1,7 @@
 """Metrics on samples: angle histograms, total variation, circular Wasserstein-1, energy
-distance, image quality (PSNR, SSIM, credible-interval coverage), distance to the manifold,
-ESS and R-hat (NumPyro's implementations) and a mixing verdict read from R-hat.
+distance, image quality (PSNR, SSIM, credible-interval coverage and a verdict on it), data
+misfit against the noise model, distance to the manifold, ESS and R-hat (NumPyro's
+implementations) and a mixing verdict read from R-hat.
 
 Example:
     >>> angles = jnp.arctan2(x[..., 1], x[..., 0])
@@ -96,6 +97,77 @@ def coverage(samples: Array, truth: Array, level: float = 0.9) -> float:
     flat = samples.reshape((-1,) + truth.shape)
     lo, hi = np.quantile(flat, [(1 - level) / 2, (1 + level) / 2], axis=0)
     return float(np.mean((truth >= lo) & (truth <= hi)))
+
+
+def coverage_note(coverage_value: float, level: float = 0.9) -> str:
+    """``"ok"``, or what a pixel-wise coverage far from ``level`` says about the intervals.
+
+    A coverage at or above 0.99 (where ``level`` of the pixels are expected inside) means the
+    intervals are too wide: the raw draws of a score-prior posterior sit ``sigma^(1 -
+    alpha/2)`` off the manifold (``sigma`` for the generic prior; far more in a
+    maximum-entropy run), a white-noise spread that covers everything (read the denoised
+    draws' coverage instead). Below ``level / 2`` they are too narrow (overconfident).
+
+    Example:
+        >>> bip.metrics.coverage_note(1.0)[:21]
+        'intervals too wide: 1'
+        >>> bip.metrics.coverage_note(0.88)
+        'ok'
+    """
+    if coverage_value >= 0.99:
+        return (
+            f"intervals too wide: {coverage_value:.2f} of the pixels lie inside the {level:.0%} "
+            f"intervals, where about {level:.2f} would if they were calibrated; the draws "
+            "spread more than the uncertainty about the image (raw draws of a score prior "
+            "carry white noise of size sigma^(1 - alpha/2) off the manifold: read the "
+            "denoised draws' std and coverage)"
+        )
+    if coverage_value < level / 2:
+        return (
+            f"intervals too narrow: only {coverage_value:.2f} of the pixels lie inside the "
+            f"{level:.0%} intervals (overconfident: unmixed chains, or a prior that does not "
+            "fit the data)"
+        )
+    return "ok"
+
+
+def misfit(residual: Array, std: float, df: float | None = None) -> float:
+    """Data misfit per measurement: ``mean((r / s)^2)`` for Gaussian noise (chi-square per
+    measurement, about 1 at the truth), ``mean((df + 1) log(1 + (r / s)^2 / df))`` for
+    Student-t noise (twice the negative log-likelihood per measurement, up to a constant).
+
+    Args:
+        residual: ``y - A(x)``, any shape. std: the noise scale ``s``. df: Student-t degrees
+            of freedom, or None for Gaussian noise.
+
+    Example:
+        >>> bip.metrics.misfit(np.array([0.1, -0.1]), 0.1)
+        1.0
+    """
+    _checks.positive("std", std)
+    z2 = (np.asarray(residual, float) / std) ** 2
+    if df is None:
+        return float(np.mean(z2))
+    return float(np.mean((df + 1) * np.log1p(z2 / df)))
+
+
+def misfit_range(
+    size: int, std: float, df: float | None = None, level: float = 0.99, num: int = 2000
+) -> tuple[float, float]:
+    """The central ``level`` range of ``misfit`` at the truth: the misfit of ``size``
+    measurements of pure noise (``num`` seeded simulations; Gaussian: ``chi2_size / size``).
+    An estimate that explains the data fits at least about this well.
+
+    Example:
+        >>> lo, hi = bip.metrics.misfit_range(1024, 0.05)     # about (0.92, 1.08)
+    """
+    size = _checks.integer("size", size)
+    rng = np.random.default_rng(0)
+    shape = (num, size)
+    noise = rng.standard_normal(shape) if df is None else rng.standard_t(df, shape)
+    values = [misfit(row * std, std, df) for row in noise]
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def mean_distance(manifold, x: Array) -> float:

@@ -99,8 +99,51 @@ def scatter_on_manifold(ax, x, manifold, max_points: int = 2000, **scatter_kwarg
     return ax.figure
 
 
+def image_panel(ax, image, title: str, cmap: str = "gray", **imshow_kwargs):
+    """``image`` ``(h, w)`` on ``ax`` with a colour bar and a title, axes hidden.
+
+    ``imshow_kwargs`` go to ``ax.imshow`` (``vmin``, ``vmax``, ...). Returns the image
+    artist.
+
+    Example:
+        >>> fig, ax = plt.subplots()
+        >>> bip.plots.image_panel(ax, np.eye(4), "identity")
+    """
+    im = ax.imshow(np.asarray(image), cmap=cmap, **imshow_kwargs)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return im
+
+
+def sinogram_panel(ax, sinogram, angles, title: str = "sinogram"):
+    """A sinogram ``(detectors, views)`` (``bip.operators.radon``'s output) against its angles
+    in degrees ``(views,)`` on x and the detector bin on y, each measured value a square
+    cell (true aspect), with a colour bar. Returns the image artist.
+
+    Example:
+        >>> angles = np.linspace(0, 180, 16, endpoint=False)
+        >>> bip.plots.sinogram_panel(ax, np.asarray(radon(x)), angles)
+    """
+    sinogram, angles = np.asarray(sinogram), np.asarray(angles, float)
+    if sinogram.ndim != 2 or sinogram.shape[1] != angles.size:
+        raise ValueError(f"sinogram must be (detectors, {angles.size} views), got {sinogram.shape}")
+    step = float(angles[1] - angles[0]) if angles.size > 1 else 1.0
+    detectors = sinogram.shape[0]
+    extent = (angles[0] - step / 2, angles[-1] + step / 2, detectors - 0.5, -0.5)
+    im = ax.imshow(sinogram, cmap="gray", extent=extent, aspect=step)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("angle (degrees)", fontsize=8)
+    ax.set_ylabel("detector bin", fontsize=8)
+    ax.tick_params(labelsize=7)
+    return im
+
+
 def save_figure(fig, path) -> None:
-    """Save ``fig`` atomically (temporary file in the same directory, then rename)."""
+    """Save ``fig`` atomically (temporary file in the same directory, then rename), readable
+    by all (mode 0644, like the other files bip writes; a temporary file starts at 0600)."""
     import os
     import tempfile
     from pathlib import Path
@@ -110,6 +153,7 @@ def save_figure(fig, path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
