@@ -21,6 +21,7 @@ JAX is imported only once a command runs, so ``bip --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import socket
@@ -73,6 +74,7 @@ class _InterruptWatch:
 
     def __init__(self, command: str, grace: float = INTERRUPT_GRACE_S):
         self.command, self.grace, self.saving = command, grace, outputs.SAVING
+        self.note = ""  # what is already saved, for the line at a forced exit
         self.saving.clear()
         self._read, self._write = socket.socketpair()
         self._write.setblocking(False)
@@ -88,7 +90,8 @@ class _InterruptWatch:
             if not data:
                 return
             if data[0] == signal.SIGINT and not self.saving.wait(self.grace):
-                print(f"bip {self.command}: interrupted", file=sys.stderr, flush=True)
+                line = f"bip {self.command}: interrupted{self.note}"
+                print(line, file=sys.stderr, flush=True)
                 os._exit(130)
 
     def close(self) -> None:
@@ -120,10 +123,12 @@ def _image_robustness(args: argparse.Namespace) -> int:
     _announce(args, args.spec, out)
     start = time.perf_counter()
     try:
-        sweep = experiments.image_problem_sweep(args.spec, progress=not args.no_progress)
+        sweep = experiments.image_problem_sweep(
+            args.spec, progress=not args.no_progress, on_cell=_save_finished_cells(out)
+        )
     except experiments.SweepInterrupted as stop:
-        return _robustness_interrupted(args, stop, out)
-    _save_sweep(sweep, out, plots.image_robustness, args.overwrite)
+        return _robustness_interrupted(stop, out)
+    _save_sweep(sweep, out, plots.image_robustness)
     print(
         f"bip robustness {args.spec}: {len(sweep.records)} runs in "
         f"{time.perf_counter() - start:.0f} s"
@@ -147,9 +152,10 @@ def _image_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_sweep(sweep, out: Path, figure, overwrite: bool, complete: bool = True) -> None:
+def _save_sweep(sweep, out: Path, figure, complete: bool = True) -> None:
     """``results.json``, ``summary.json`` (and, when complete, ``robustness.png``) into
-    ``out``, atomically and marked (``bip.outputs``)."""
+    ``out``, atomically and marked (``bip.outputs``). ``out`` was checked before the sweep
+    (``--overwrite``), and the sweep's own saves of its finished cells replace each other."""
     from bip import plots
 
     def fill(tmp: Path) -> None:
@@ -159,16 +165,29 @@ def _save_sweep(sweep, out: Path, figure, overwrite: bool, complete: bool = True
 
     status = "complete" if complete else "incomplete"
     content = outputs.manifest("robustness", status=status)
-    outputs.write_folder(out, fill, content, overwrite=overwrite, legacy=_SWEEP_LEGACY)
+    outputs.write_folder(out, fill, content, overwrite=True, legacy=_SWEEP_LEGACY)
 
 
-def _robustness_interrupted(args: argparse.Namespace, stop, out: Path) -> int:
+def _save_finished_cells(out: Path):
+    """A sweep's ``on_cell``: save the cells finished so far, marked incomplete, so that even
+    a forced exit (Ctrl-C in the middle of a long cell) leaves them."""
+
+    def save(sweep, cells_done: int, cells_total: int) -> None:
+        config = {**sweep.config, "complete": False, "cells_done": cells_done}
+        _save_sweep(dataclasses.replace(sweep, config=config), out, None, complete=False)
+        if _WATCH[0] is not None:
+            _WATCH[0].note = f"; {cells_done} of {cells_total} sweep cells in {out} (incomplete)"
+
+    return save
+
+
+def _robustness_interrupted(stop, out: Path) -> int:
     """Ctrl-C during a sweep: keep the finished cells (marked incomplete), one line, 130."""
     done = f"interrupted after {stop.cells_done} of {stop.cells_total} sweep cells"
     if stop.partial is None:
         print(f"bip robustness: {done}; nothing written", file=sys.stderr)
         return 130
-    _save_sweep(stop.partial, out, None, args.overwrite, complete=False)
+    _save_sweep(stop.partial, out, None, complete=False)
     print(f"bip robustness: {done}; partial results in {out} (marked incomplete)", file=sys.stderr)
     return 130
 
@@ -197,10 +216,11 @@ def _robustness(args: argparse.Namespace) -> int:
             seed=args.seed,
             sample=not args.exact_only,
             progress=not args.no_progress,
+            on_cell=_save_finished_cells(out),
         )
     except experiments.SweepInterrupted as stop:
-        return _robustness_interrupted(args, stop, out)
-    _save_sweep(sweep, out, plots.robustness, args.overwrite)
+        return _robustness_interrupted(stop, out)
+    _save_sweep(sweep, out, plots.robustness)
     summary = sweep.summary()
     print(f"bip robustness: {len(sweep.records)} runs in {time.perf_counter() - start:.0f} s")
     what = (
@@ -400,6 +420,9 @@ def _global_options(parser: argparse.ArgumentParser, default) -> None:
     )
 
 
+_WATCH: list[_InterruptWatch | None] = [None]  # the running command's watchdog
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``bip`` argument parser (global options also accepted after the command)."""
     parser = argparse.ArgumentParser(
@@ -427,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
-    watch = _InterruptWatch(args.command) if main_thread else None
+    watch = _WATCH[0] = _InterruptWatch(args.command) if main_thread else None
     try:
         import jax
 
@@ -445,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if watch is not None:
             watch.close()
+        _WATCH[0] = None
 
 
 if __name__ == "__main__":

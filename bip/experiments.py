@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,11 +155,13 @@ def _finished_cells(table: dict, done: set) -> dict:
 
 class _CellLoop:
     """Context of a sweep's loop over its ``(alpha, sigma)`` cells: a progress bar (with
-    ``progress``), and Ctrl-C inside becomes ``SweepInterrupted`` with the cells marked
-    ``finished`` (``by_mode``: ``eps_star`` is keyed by mode first, as ``Sweep``'s)."""
+    ``progress``), ``on_cell(sweep, cells_done, cells_total)`` after every cell but the last,
+    and Ctrl-C inside becomes ``SweepInterrupted`` with the cells marked ``finished``
+    (``by_mode``: ``eps_star`` is keyed by mode first, as ``Sweep``'s)."""
 
-    def __init__(self, sweep, cells: list, desc: str, progress: bool, by_mode: bool):
+    def __init__(self, sweep, cells: list, desc: str, progress: bool, by_mode: bool, on_cell):
         self.sweep, self.cells, self.by_mode, self.done = sweep, cells, by_mode, 0
+        self.on_cell = on_cell
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -173,6 +175,8 @@ class _CellLoop:
         self.done = index + 1
         if self.bar is not None:
             self.bar.update(1)
+        if self.on_cell is not None and self.done < len(self.cells):
+            self.on_cell(self.sweep, self.done, len(self.cells))
 
     def __exit__(self, kind, value, traceback):
         if self.bar is not None:
@@ -299,6 +303,7 @@ def circle_sweep(
     sample: bool = True,
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
+    on_cell: Callable | None = None,
 ) -> Sweep:
     """Rate-separation sweep on the unit circle with a von Mises data law.
 
@@ -318,6 +323,10 @@ def circle_sweep(
         mesh: a ``jax.sharding.Mesh`` (e.g. ``bip.sharding.chain_mesh()``) to split the chains
             of each cell (``(len(sizes) + 1) * num_chains`` of them, which must be a multiple
             of ``mesh.size``) over its devices; the results do not depend on it.
+        on_cell: called as ``on_cell(sweep, cells_done, cells_total)`` after each cell but
+            the last, e.g. to save the finished cells (``bip robustness`` does).
+
+    Ctrl-C raises ``SweepInterrupted`` whose ``partial`` holds the finished cells.
     """
     for s in sigmas:
         _checks.positive("sigma", s)
@@ -366,7 +375,7 @@ def circle_sweep(
     exact_bins = _make_exact(prior, error, potential)
     cells = [(a, s) for a in alphas for s in sigmas]
     key = jax.random.key(seed)
-    with _CellLoop(sweep, cells, "robustness sweep", progress, by_mode=True) as loop:
+    with _CellLoop(sweep, cells, "robustness sweep", progress, True, on_cell) as loop:
         for index, (alpha, sigma) in enumerate(cells):
             exact = np.asarray(exact_bins(jnp.asarray(all_sizes), sigma, alpha))
             if not np.all(np.isfinite(exact)):
@@ -559,6 +568,7 @@ def image_sweep(
     seed: int = 0,
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
+    on_cell: Callable | None = None,
 ) -> ImageSweep:
     """Rate-separation sweep for an image posterior on a manifold with a known chart.
 
@@ -601,6 +611,8 @@ def image_sweep(
             standard deviations in one chart coordinate; mean_shift: e.g. 0.02, 2% of the
             parameter ranges). ``eps*`` interpolates the metric log-log between sizes.
         mesh: split the ``(len(sizes) + 1) * num_chains`` coupled chains over devices.
+        on_cell: called as ``on_cell(sweep, cells_done, cells_total)`` after each cell but
+            the last. Ctrl-C raises ``SweepInterrupted`` with the finished cells.
 
     Returns:
         An ``ImageSweep``; ``records`` hold per size the energy distance, the relative change
@@ -658,7 +670,7 @@ def image_sweep(
     cells = [(a, s) for a in alphas for s in sigmas]
     key = jax.random.key(seed)
     coordinate = jax.jit(manifold.coordinate)
-    with _CellLoop(sweep, cells, "image robustness sweep", progress, by_mode=False) as loop:
+    with _CellLoop(sweep, cells, "image robustness sweep", progress, False, on_cell) as loop:
         for index, (alpha, sigma) in enumerate(cells):
             h = float(samplers.default_step_size(sigma, alpha, c=c, lipschitz=lipschitz))
             burn_steps = int(math.ceil(burn_in_time / h))
@@ -737,7 +749,9 @@ def image_sweep(
     return sweep
 
 
-def image_problem_sweep(spec_or_path, *, progress: bool = True, mesh=None) -> ImageSweep:
+def image_problem_sweep(
+    spec_or_path, *, progress: bool = True, mesh=None, on_cell: Callable | None = None
+) -> ImageSweep:
     """``image_sweep`` on a problem spec with a ``[robustness]`` table (``bip robustness SPEC``).
 
     The spec's data, operator, noise and prior give the posterior; the data must lie on a
@@ -789,6 +803,7 @@ def image_problem_sweep(spec_or_path, *, progress: bool = True, mesh=None) -> Im
         seed=spec["sampler"]["seed"],
         progress=progress,
         mesh=mesh,
+        on_cell=on_cell,
     )
     sweep.config["spec"] = {k: v for k, v in spec.items() if not k.startswith("_")}
     return sweep

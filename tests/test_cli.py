@@ -259,21 +259,22 @@ def test_ctrl_c_that_the_run_cannot_act_on_still_exits():
 
 def test_ctrl_c_in_a_sweep_keeps_the_finished_cells(tmp_path, monkeypatch, capsys):
     exact = experiments._make_exact
-    calls = [0]
+    calls, saved = [0], []
+    out = tmp_path / "sweep"
 
     def interrupt_third_cell(*args, **kwargs):
         fn = exact(*args, **kwargs)
 
         def cell(*a):
             calls[0] += 1
-            if calls[0] == 3:
+            if calls[0] == 3:  # the two finished cells are on disk already (a forced exit)
+                saved.extend(json.loads((out / "results.json").read_text()))
                 raise KeyboardInterrupt
             return fn(*a)
 
         return cell
 
     monkeypatch.setattr(experiments, "_make_exact", interrupt_third_cell)
-    out = tmp_path / "sweep"
     argv = ["robustness", "--out", str(out), "--exact-only", "--alphas", "0", "--no-progress"]
     assert cli.main(argv) == 130
     err = capsys.readouterr().err
@@ -283,7 +284,7 @@ def test_ctrl_c_in_a_sweep_keeps_the_finished_cells(tmp_path, monkeypatch, capsy
     )
     assert outputs.read_manifest(out)["status"] == "incomplete"
     records = json.loads((out / "results.json").read_text())
-    assert {r["sigma"] for r in records} == {0.3, 0.2}
+    assert {r["sigma"] for r in records} == {0.3, 0.2} and records == saved
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["complete"] is False and summary["config"]["cells_done"] == 2
     assert set(summary["eps_star_exact"]["0.0"]) == {"0.3", "0.2"}
