@@ -299,6 +299,8 @@ def _solve(args: argparse.Namespace) -> int:
 
     out = args.out or str(Path("runs") / Path(args.spec).stem)
     _announce(args, args.spec, out)
+    if _WATCH[0] is not None:  # solve writes only at the end, or what it sampled on Ctrl-C
+        _WATCH[0].note = "; nothing written"
     try:
         report = solve.solve(
             args.spec, out, overwrite=args.overwrite, progress=not args.no_progress
