@@ -101,6 +101,12 @@ class _InterruptWatch:
         self._read.close()
 
 
+def _out(args: argparse.Namespace, default) -> str:
+    """``--out``, or the default folder when it is not given (an empty ``--out ""`` is refused
+    by ``bip.outputs.check``, not replaced by the default)."""
+    return default if args.out is None else args.out
+
+
 def _announce(args: argparse.Namespace, what: str, out) -> None:
     """The first line of every run: what, where to, and in which precision."""
     precision = outputs.precision()
@@ -119,7 +125,7 @@ def _image_robustness(args: argparse.Namespace) -> int:
     from bip import experiments, plots
 
     default = Path("runs") / f"robustness-{Path(args.spec).stem}"
-    out = outputs.check(args.out or default, overwrite=args.overwrite, legacy=_SWEEP_LEGACY)
+    out = outputs.check(_out(args, default), overwrite=args.overwrite, legacy=_SWEEP_LEGACY)
     _announce(args, args.spec, out)
     start = time.perf_counter()
     try:
@@ -198,7 +204,7 @@ def _robustness(args: argparse.Namespace) -> int:
     from bip import experiments, plots
 
     out = outputs.check(
-        args.out or "runs/robustness", overwrite=args.overwrite, legacy=_SWEEP_LEGACY
+        _out(args, "runs/robustness"), overwrite=args.overwrite, legacy=_SWEEP_LEGACY
     )
     _announce(args, "(circle)", out)
     sigmas = [0.3, 0.2, 0.1, 0.05] + ([0.02] if args.full else [])
@@ -297,7 +303,7 @@ def _add_robustness(subparsers, common) -> None:
 def _solve(args: argparse.Namespace) -> int:
     from bip import solve
 
-    out = args.out or str(Path("runs") / Path(args.spec).stem)
+    out = _out(args, str(Path("runs") / Path(args.spec).stem))
     _announce(args, args.spec, out)
     if _WATCH[0] is not None:  # solve writes only at the end, or what it sampled on Ctrl-C
         _WATCH[0].note = "; nothing written"

@@ -153,7 +153,7 @@ def test_cli_refuses_bad_out_before_any_compute(tmp_path, monkeypatch, capsys):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.txt").write_text("years of work")
-    for out in (".", "/sys/bip-out", str(spec), str(foreign)):
+    for out in (".", "", "/sys/bip-out", str(spec), str(foreign)):
         assert cli.main(["solve", str(spec), "--out", out, "--overwrite"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and out in err and "Traceback" not in err
