@@ -117,3 +117,25 @@ def test_report_md_explains_every_key_and_outputs_are_0644(maxent_run):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
     with np.load(out / "samples.npz") as saved:
         assert saved["std_denoised"].shape == saved["std"].shape == (16, 16)
+
+
+def test_sinogram_and_image_panels_are_labelled_with_colour_bars():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import bip.plots
+
+    fig, (a, b) = plt.subplots(1, 2)
+    angles = np.linspace(0.0, 180.0, 16, endpoint=False)
+    im = bip.plots.sinogram_panel(a, np.ones((32, 16)), angles)
+    assert a.get_xlabel() == "angle (degrees)" and a.get_ylabel() == "detector bin"
+    # cells centred on the angles (11.25 degrees apart) and on the 32 detector bins
+    np.testing.assert_allclose(im.get_extent(), [-5.625, 174.375, 31.5, -0.5])
+    assert a.get_aspect() == pytest.approx(11.25)  # one square cell per measured value
+    bip.plots.image_panel(b, np.eye(4), "identity")
+    assert len(fig.axes) == 4  # two panels, two colour bars
+    with pytest.raises(ValueError, match="sinogram must be"):
+        bip.plots.sinogram_panel(a, np.ones((32, 15)), angles)
+    plt.close(fig)
