@@ -131,12 +131,17 @@ IMAGE_SPECS = sorted(p.name for p in PROBLEMS.glob("*.toml") if p.name != "circl
 @pytest.mark.slow
 @pytest.mark.parametrize("name", IMAGE_SPECS)
 def test_shipped_image_specs_beat_the_classical_baselines(name):
-    """Every shipped imaging spec runs as shipped (2 cores) and beats its classical baseline.
+    """Every shipped imaging spec runs as shipped (2 cores) and beats every classical baseline
+    (bip.baselines: FBP, Tikhonov, Wiener, each at an interior optimum chosen on 4 validation
+    images), by 3 dB for CT and 2 dB otherwise; the estimate is the posterior mean (of the
+    Tweedie-denoised draws for a maximum-entropy prior, whose raw draws sit off the manifold).
 
-    Measured (2 cores, float64): ct-phantom-16 (maxent, exact chart) 22.1 dB raw mean and 41 dB
-    denoised vs FBP 16.1 / Tikhonov 19.3; ct-phantom-8 (generic) 37.2 vs 12.3 / 20.3;
-    deblur-phantom 39.3 vs Tikhonov 26.3; deblur-digits (U-Net) 25.5 vs 21.0; inpaint-digits
-    (U-Net) 19.4 vs 9.2; ct-phantom-16-learned (U-Net) 35.8 vs 16.1 / 19.3.
+    Measured (float64, posterior vs best baseline): ct-phantom-16 (maxent) denoised 41.2 dB
+    (raw mean 22.1) vs FBP 26.3 (Wiener 25.7, Tikhonov 20.5); ct-phantom-8 37.5 vs FBP 24.2;
+    ct-phantom-16-learned 36.0 vs FBP 26.3; robustness-phantom 23.3 vs FBP 18.5;
+    deblur-phantom 38.7 vs Wiener 27.7 (Tikhonov 26.3); deblur-digits 25.4 vs Wiener 21.2;
+    inpaint-digits 19.7 vs Tikhonov 9.2, but Wiener (harmonic inpainting) reaches 20.8: the
+    U-Net posterior does not beat it, asserted here so that the claim cannot drift.
     """
     report = solve.solve(PROBLEMS / name, progress=False)
     spec = problems.load(PROBLEMS / name)
@@ -145,10 +150,14 @@ def test_shipped_image_specs_beat_the_classical_baselines(name):
     raw = report["raw"]
     assert np.isfinite(raw["psnr"]) and np.isfinite(report["denoised"]["psnr"])
     assert report["prior_fit"]["ok"], report["prior_fit"]  # no shipped spec is flagged
-    if spec["operator"]["kind"] == "radon":
-        assert raw["psnr"] >= base["fbp"]["psnr"] + 3.0, (raw["psnr"], base)
-    else:  # deblurring and inpainting: the Wiener/Tikhonov estimate at its best weight
-        assert raw["psnr"] >= base["tikhonov"]["psnr"] + 2.0, (raw["psnr"], base)
+    estimate = report["denoised" if spec["prior"]["kind"] == "maxent" else "raw"]["psnr"]
+    margin = 3.0 if spec["operator"]["kind"] == "radon" else 2.0
+    for kind, found in base.items():
+        assert found["interior"] and found["chosen_on"] == "validation", (kind, found)
+        if (name, kind) == ("inpaint-digits.toml", "wiener"):  # the known exception
+            assert abs(estimate - found["psnr"]) < 2.0, (estimate, found)
+        else:
+            assert estimate >= found["psnr"] + margin, (kind, estimate, base)
     if spec["data"]["source"] == "phantom" and spec["prior"]["source"] == "exact":
         assert 0.75 <= raw["coverage_90"] <= 1.0, raw["coverage_90"]
         # the denoised draws lie on the manifold (relative to the image norm)
