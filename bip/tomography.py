@@ -188,7 +188,7 @@ def fan_geometry(
         image_size: side ``n`` of the square image.
         angles: ``(num_angles,)`` source angles in degrees.
         source_distance: source to rotation axis; must exceed the image's half-diagonal
-            ``sqrt(2) (n // 2 + 1)`` (the source outside the image).
+            plus a pixel, ``sqrt(2) (n // 2 + 1) + 1`` (the source outside the image).
         detector_distance: rotation axis to detector line (>= 0).
         num_detectors: number of detector bins.
         detector_spacing: bin spacing on the detector (> 0); the magnification is
@@ -209,11 +209,11 @@ def fan_geometry(
     _checks.finite("detector_distance", detector_distance)
     if float(detector_distance) < 0:
         raise ValueError(f"detector_distance must be >= 0, got {detector_distance}")
-    radius = math.sqrt(2) * (n // 2 + 1)
+    radius = math.sqrt(2) * (n // 2 + 1) + 1.0
     if not float(source_distance) > radius:
         raise ValueError(
-            f"source_distance must exceed the image half-diagonal {radius:.2f} pixels (the "
-            f"source outside the image), got {source_distance}"
+            f"source_distance must exceed the image half-diagonal plus a pixel, {radius:.2f} "
+            f"pixels (the source outside the image), got {source_distance}"
         )
     return Geometry(
         _angles(angles, dtype),
@@ -257,6 +257,9 @@ def _bins(g: Geometry, cos: Array, sin: Array, x: Array, y: Array) -> Array:
 def _joseph_candidates(g: Geometry) -> int:
     """Most bins strictly between the bins seen from two points 2 pixels apart in the image.
 
+    That many candidate rays per pixel and family hold every non-zero weight (a bin at the
+    edge of the interval has weight 0, so rounding there does not matter).
+
     Parallel beam: ``2 / detector_spacing``. Fan beam: ``2 max |grad t| / spacing`` over the
     disc that holds the image (with a pixel of margin), ``|grad t| = SDD |p - S| / depth^2``,
     evaluated on a polar grid (the bound is rotation invariant, so it holds for any angles).
@@ -270,7 +273,7 @@ def _joseph_candidates(g: Geometry) -> int:
         across = r * np.sin(phi)
         grad = np.hypot(depth, across) / depth**2 * (g.source_distance + g.detector_distance)
         span = 2.0 * float(grad.max()) * 1.01 / g.detector_spacing
-    return int(math.floor(span)) + 1
+    return max(1, math.ceil(span))
 
 
 def _intercepts(g: Geometry, cos, sin, d: Array, step: Array):
@@ -332,34 +335,46 @@ def _joseph_adjoint(g: Geometry, y: Array) -> Array:
     theta = jnp.deg2rad(g.angles.astype(dtype))
     rows = jnp.arange(n, dtype=dtype)[:, None]  # pixel (i, j): i = row, j = column
     cols = jnp.arange(n, dtype=dtype)[None, :]
-    offsets = jnp.arange(k, dtype=dtype)
 
     def family(cos, sin, sinogram, stepping, interp, along_rows):
         # rays of this family whose interpolation coordinate at this pixel's step is within
         # one pixel: their bins lie between those of the two neighbours along the family.
         if along_rows:
-            b1, b2 = _bins(g, cos, sin, interp - 1, stepping), _bins(g, cos, sin, interp + 1, stepping)
+            b1, b2 = (
+                _bins(g, cos, sin, interp - 1, stepping),
+                _bins(g, cos, sin, interp + 1, stepping),
+            )
         else:
-            b1, b2 = _bins(g, cos, sin, stepping, interp - 1), _bins(g, cos, sin, stepping, interp + 1)
+            b1, b2 = (
+                _bins(g, cos, sin, stepping, interp - 1),
+                _bins(g, cos, sin, stepping, interp + 1),
+            )
         first = jnp.floor(jnp.minimum(b1, b2)) + 1  # the first bin strictly inside
-        total = jnp.zeros(stepping.shape[:2] + (sinogram.shape[-1],), dtype)
-        for c in range(k):
-            dd = first + offsets[c]
+
+        def candidate(c, total):
+            dd = first + c.astype(dtype)
             row, q, length = _intercepts(g, cos, sin, dd, stepping[..., None])
             q = jnp.clip(q[..., 0], -1.0, float(n))
             fam = row if along_rows else ~row
             inside = (dd >= 0) & (dd <= nd - 1) & fam
             weight = jnp.where(inside, length * jnp.maximum(0, 1 - jnp.abs(q - interp)), 0)
             idx = jnp.clip(dd, 0, nd - 1).astype(jnp.int32)
-            total = total + weight[..., None] * sinogram[idx]
-        return total
+            return total + weight[..., None] * sinogram[idx]
+
+        total = jnp.zeros(stepping.shape[:2] + (sinogram.shape[-1],), dtype)
+        return jax.lax.fori_loop(0, k, candidate, total, unroll=k <= 4)
+
+    rows_b = jnp.broadcast_to(rows, (n, n))
+    cols_b = jnp.broadcast_to(cols, (n, n))
 
     def body(acc, args):
         cos, sin, column = args
-        rows_b = jnp.broadcast_to(rows, (n, n))
-        cols_b = jnp.broadcast_to(cols, (n, n))
-        out = family(cos, sin, column, rows_b, cols_b, True)
-        out = out + family(cos, sin, column, cols_b, rows_b, False)
+        along_rows = partial(family, cos, sin, column, rows_b, cols_b, True)
+        along_cols = partial(family, cos, sin, column, cols_b, rows_b, False)
+        if g.beam == "parallel":  # all rays of a view step the same way: one family
+            out = jax.lax.cond(jnp.abs(cos) >= jnp.abs(sin), along_rows, along_cols)
+        else:
+            out = along_rows() + along_cols()
         return acc + out, None
 
     init = jnp.zeros((n, n, y.shape[-1]), dtype)
@@ -515,9 +530,7 @@ def _project_transpose(ct, data, angles, *, geometry, method, transpose):
         raise NotImplementedError("the projector is not linear in its angles")
     if type(ct) is ad.Zero:
         return None, None
-    out = _project_p.bind(
-        ct, angles, geometry=geometry, method=method, transpose=not transpose
-    )
+    out = _project_p.bind(ct, angles, geometry=geometry, method=method, transpose=not transpose)
     return out, None
 
 
@@ -559,9 +572,9 @@ def _project_jvp(primals, tangents, *, geometry, method, transpose):
     return out, _project_p.bind(d_dot, angles, **params)
 
 
-_project_p.def_impl(partial(jax.jit, static_argnames=("geometry", "method", "transpose"))(
-    _project_impl
-))
+_project_p.def_impl(
+    partial(jax.jit, static_argnames=("geometry", "method", "transpose"))(_project_impl)
+)
 _project_p.def_abstract_eval(_project_abstract)
 ad.primitive_transposes[_project_p] = _project_transpose
 ad.primitive_jvps[_project_p] = _project_jvp
@@ -761,7 +774,9 @@ def ellipse_sinogram(ellipses, geometry: Geometry, dtype=None) -> Array:
         raise TypeError(f"geometry must be a bip.tomography.Geometry, got {type(geometry)}")
     e = _check_ellipses(ellipses)
     dtype = geometry.angles.dtype if dtype is None else jnp.dtype(dtype)
-    return _ellipse_sinogram(jnp.asarray(e, dtype), geometry.replace(angles=geometry.angles.astype(dtype)))
+    return _ellipse_sinogram(
+        jnp.asarray(e, dtype), geometry.replace(angles=geometry.angles.astype(dtype))
+    )
 
 
 @jax.jit
