@@ -83,10 +83,11 @@ __all__ = [
 
 BOUNDARIES = ("zero", "circular")
 BLUR_METHODS = ("fft", "direct")
-RADON_METHODS = ("auto", "dense", "interp")
+RADON_METHODS = ("auto", "dense", "interp", "shear")
 FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann", None)
 #: ``radon(method="auto")`` precomputes the dense system matrix when it has at most this many
-#: entries (64 x 64 images with up to 64 angles; 128 MiB in float64), else it interpolates.
+#: entries (64 x 64 images with up to 64 angles; 128 MiB in float64), else it runs the
+#: matrix-free ``"shear"`` projector of ``bip.tomography`` (fast in both directions).
 RADON_DENSE_MAX_ENTRIES = 2**24
 
 
@@ -877,14 +878,15 @@ def _radon_matrix(n: int, angles: np.ndarray) -> np.ndarray:
 
 
 def _auto_radon_method(n: int, num_angles: int) -> str:
-    return "dense" if n**3 * num_angles <= RADON_DENSE_MAX_ENTRIES else "interp"
+    return "dense" if n**3 * num_angles <= RADON_DENSE_MAX_ENTRIES else "shear"
 
 
 def radon(image_size: int, angles: Array, method: str = "auto", dtype=None) -> Operator:
     """Parallel-beam projection (Radon transform) of ``n x n`` images at any set of angles.
 
-    Equal to ``skimage.transform.radon(image, theta=angles, circle=True)`` (to ~1e-15 in
-    float64): for each angle the image is sampled by bilinear interpolation on the grid
+    With ``method="dense"`` or ``"interp"`` (``"auto"`` up to 64x64), equal to
+    ``skimage.transform.radon(image, theta=angles, circle=True)`` (to ~1e-15 in float64): for
+    each angle the image is sampled by bilinear interpolation on the grid
     rotated about pixel ``(n // 2, n // 2)`` (zero outside the image) and summed along the
     rays. Detector bins are pixels (unit spacing), values are in pixel units (a ray sum).
     skimage warns when the image is not zero outside the inscribed circle; this operator
@@ -892,15 +894,19 @@ def radon(image_size: int, angles: Array, method: str = "auto", dtype=None) -> O
 
     Output layout is skimage's: ``(n, num_angles)``, detector first, one column per angle.
 
-    Methods (all the same linear map; the adjoint is ``jax.linear_transpose`` of each):
+    Methods (dense and interp are the same linear map, their adjoint ``jax.linear_transpose``):
 
     - ``"dense"``: precompute the ``(n * num_angles, n^2)`` system matrix (``radon_matrix``,
       a leaf): forward and adjoint are matrix products.
     - ``"interp"``: ``jax.scipy.ndimage.map_coordinates`` on the fly (no memory, but its
       transpose is a scatter, slow on CPU).
+    - ``"shear"``: ``bip.tomography``'s matrix-free parallel projector on the same rays, a
+      different discretisation (Joseph's ray-driven model, detector resampled once more):
+      0.5% from skimage on smooth images, as close to exact line integrals (1.6% vs 1.3%
+      for Shepp-Logan at 256 px). Both directions fast (hand-written exact adjoint).
     - ``"auto"`` (default): ``"dense"`` when the matrix has at most
       ``RADON_DENSE_MAX_ENTRIES`` (2^24) entries, i.e. up to 64x64 images with 64 angles,
-      else ``"interp"``.
+      else ``"shear"``.
 
     Measured (2 CPU cores, 64 images 64x64, 16 angles, float64, forward / adjoint): dense
     6 / 6 ms, interp 61 / 164 ms, sparse BCOO matrix 170-230 / 150-270 ms on a quiet
@@ -914,7 +920,7 @@ def radon(image_size: int, angles: Array, method: str = "auto", dtype=None) -> O
     Args:
         image_size: side ``n`` of the square image.
         angles: ``(num_angles,)`` angles in degrees (a leaf; any values, e.g. sparse views).
-        method: ``"auto"``, ``"dense"`` or ``"interp"``.
+        method: ``"auto"``, ``"dense"``, ``"interp"`` or ``"shear"``.
         dtype: float dtype of the parameters (default: the angles' float dtype).
 
     Returns:
@@ -935,8 +941,11 @@ def radon(image_size: int, angles: Array, method: str = "auto", dtype=None) -> O
         method = _auto_radon_method(n, num_angles)
     offsets = _on_host(partial(_rotation_tables, n=n), angles, (2, num_angles, n), angles.dtype)
     matrix = radon_matrix(n, angles) if method == "dense" else None
+    fn = _radon_apply
+    if method == "shear":  # imported here: bip.tomography imports this module
+        from bip.tomography import radon_shear_apply as fn
     return Operator(
-        fn=_radon_apply,
+        fn=fn,
         params=RadonParams(angles=angles, offsets=offsets, matrix=matrix, image_size=n),
         input_shape=(n, n),
         output_shape=(n, num_angles),

@@ -91,6 +91,7 @@ __all__ = [
     "fan_geometry",
     "parallel_geometry",
     "projector",
+    "radon_shear_apply",
     "shepp_logan",
     "shepp_logan_ellipses",
 ]
@@ -596,6 +597,16 @@ def _project_apply(params: tuple[Array, _Static], x: Array) -> Array:
     return _project_p.bind(
         x[None], angles.astype(x.dtype), geometry=template, method=static.method, transpose=False
     )[0]
+
+
+def radon_shear_apply(params, x: Array) -> Array:
+    """``bip.operators.radon(method="shear")``'s map: ``RadonParams`` and one ``(n, n)`` image.
+
+    The parallel geometry of ``radon`` (``n`` unit bins) projected with ``"shear"``.
+    """
+    template = Geometry(None, params.image_size, params.image_size)
+    angles = params.angles.astype(x.dtype)
+    return _project_p.bind(x[None], angles, geometry=template, method="shear", transpose=False)[0]
 
 
 # --------------------------------------------------------------------------- public operator

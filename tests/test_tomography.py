@@ -156,3 +156,16 @@ def test_bad_input():
         T.ellipse_sinogram([[1.0, 0.5, 0.5]], g)
     with pytest.raises(ValueError, match="angles"):
         T.parallel_geometry(16, jnp.zeros((2, 2)))
+
+
+def test_radon_auto_picks_shear_above_the_dense_bound():
+    from bip import operators
+
+    assert operators._auto_radon_method(64, 64) == "dense"
+    assert operators._auto_radon_method(65, 64) == "shear"
+    angles = _angles(13)
+    op = operators.radon(16, angles, method="shear")
+    x = jax.random.normal(jax.random.key(3), (2, 16, 16))
+    np.testing.assert_allclose(op(x), T.projector(T.parallel_geometry(16, angles))(x), atol=1e-12)
+    assert dot_test(op, jax.random.key(4)) < 1e-12
+    assert operators.filtered_back_projection(op, op(x)).shape == (2, 16, 16)
