@@ -13,11 +13,11 @@ from test_notebooks import _execute
 def test_imaging_walkthrough_beats_the_classical_baselines(tmp_path, monkeypatch):
     out = _execute("imaging.ipynb", tmp_path, monkeypatch)
     deblur, ct, custom = out["deblur"], out["ct"], out["custom"]
-    assert deblur["psnr"] >= deblur["tikhonov_psnr"] + 2.0, deblur
+    assert deblur["psnr"] >= deblur["baseline_psnr"] + 2.0, deblur
     assert 0.75 <= deblur["coverage_90"] <= 1.0, deblur
     assert ct["unet_psnr"] >= ct["fbp_psnr"] + 3.0, ct
     # (the exact-chart max-entropy CT runs in full mode; ct-phantom-16.toml covers it in CI)
-    assert custom["dot_test"] < 1e-12 and custom["psnr"] > custom["tikhonov_psnr"], custom
+    assert custom["dot_test"] < 1e-12 and custom["psnr"] > custom["baseline_psnr"], custom
     assert deblur["diverged"] == ct["diverged"] == custom["diverged"] == 0
 
 
