@@ -9,7 +9,8 @@ measurements taken in the same run and their ratio.
     python -m bench --memory   # also the 10^4 chains x 10^6 steps peak-RSS run (15+ minutes)
     python -m bench --only chains devices
 
-Sections: overhead (bench_ula.py), projector (bench_projector.py), networks
+Sections: overhead (bench_ula.py), projector (bench_projector.py), tomography
+(bench_tomography.py: CT projectors vs skimage and ASTRA, if installed), networks
 (bench_networks.py), chains and devices (bench_scaling.py), deepinv (only if installed),
 memory (with --memory).
 """
@@ -28,13 +29,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-ORDER = ["overhead", "projector", "networks", "chains", "devices", "deepinv"]
+ORDER = ["overhead", "projector", "tomography", "networks", "chains", "devices", "deepinv"]
 
 
 def _run_section(name: str, quick: bool, extra: list[str]) -> tuple[list[dict], float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rows.json"
-        cmd = [sys.executable, "-m", "bench.bench_scaling", name, "--json", str(out), *extra]
+        module, args = (
+            ("bench_tomography", []) if name == "tomography" else ("bench_scaling", [name])
+        )
+        cmd = [sys.executable, "-m", f"bench.{module}", *args, "--json", str(out), *extra]
         if quick:
             cmd.append("--quick")
         env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
