@@ -4,8 +4,10 @@ One run, float32, measured side by side: ``projector(parallel_geometry(...), "sh
 forward + adjoint of a batch, against skimage ``radon`` + unfiltered ``iradon`` looped over
 the batch and, when ``import astra`` works (astra-toolbox, a bench-only extra), ASTRA's CPU
 ``linear`` projector (``create_sino`` + ``create_backprojection`` per image). Sizes: 256x256 /
-60 views / batch 8 and 512x512 / 180 views / batch 2. Peak memory of the bip run at 512 is
-measured in a fresh subprocess (``resource.getrusage`` max RSS).
+60 views / batch 8 and 512x512 / 180 views / batch 2. Fan beam (flat detector, source and
+detector at 2n from the axis, 2n bins): ``"joseph"`` at 256x256 / 60 views / batch 8 against
+ASTRA's ``line_fanflat``. Peak memory of the bip run at 512 is measured in a fresh
+subprocess (``resource.getrusage`` max RSS).
 
     python -m bench.bench_tomography            # prints the rows
     python -m bench.bench_tomography --json out.json
@@ -35,16 +37,19 @@ def _best(f, repeats: int) -> float:
     return min(times)
 
 
-def _bip(n, views, batch, method="shear"):
+def _bip(n, views, batch, fan=False):
     import jax
     import jax.numpy as jnp
 
     from bip import tomography
 
-    g = tomography.parallel_geometry(
-        n, np.linspace(0, 180, views, endpoint=False), dtype=jnp.float32
-    )
-    op = tomography.projector(g, method)
+    if fan:
+        angles = np.linspace(0, 360, views, endpoint=False)
+        g = tomography.fan_geometry(n, angles, 2.0 * n, 2.0 * n, 2 * n, 1.0, dtype=jnp.float32)
+    else:
+        angles = np.linspace(0, 180, views, endpoint=False)
+        g = tomography.parallel_geometry(n, angles, dtype=jnp.float32)
+    op = tomography.projector(g)
     x = jnp.asarray(np.random.default_rng(0).random((batch, n, n)), jnp.float32)
 
     def run():
@@ -66,16 +71,20 @@ def _skimage(n, views, batch):
     return run
 
 
-def _astra(n, views, batch):
+def _astra(n, views, batch, fan=False):
     try:
         import astra
     except ImportError:
         return None
     vg = astra.create_vol_geom(n, n)
-    pg = astra.create_proj_geom(
-        "parallel", 1.0, n, np.deg2rad(np.linspace(0, 180, views, endpoint=False))
-    )
-    pid = astra.create_projector("linear", pg, vg)
+    if fan:
+        radians = np.deg2rad(np.linspace(0, 360, views, endpoint=False))
+        pg = astra.create_proj_geom("fanflat", 1.0, 2 * n, radians, 2.0 * n, 2.0 * n)
+        pid = astra.create_projector("line_fanflat", pg, vg)
+    else:
+        radians = np.deg2rad(np.linspace(0, 180, views, endpoint=False))
+        pg = astra.create_proj_geom("parallel", 1.0, n, radians)
+        pid = astra.create_projector("linear", pg, vg)
     x = np.random.default_rng(0).random((batch, n, n)).astype(np.float32)
 
     def run():
@@ -102,6 +111,16 @@ def _peak_rss_mb(n, views, batch) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024  # Linux: kilobytes
 
 
+def _row(label, seconds, b, ratio, note) -> dict:
+    return {
+        "benchmark": label,
+        "a": f"bip {1e3 * seconds:.0f} ms",
+        "b": b,
+        "ratio": ratio,
+        "note": note,
+    }
+
+
 def rows(quick: bool = False) -> list[dict]:
     import warnings
 
@@ -112,43 +131,34 @@ def rows(quick: bool = False) -> list[dict]:
         label = f"CT fwd+adj {n}px/{views}v/batch {batch} f32"
         ours = _best(_bip(n, views, batch), repeats)
         sk = _best(_skimage(n, views, batch), 1)
-        out.append(
-            {
-                "benchmark": label,
-                "a": f"bip {1e3 * ours:.0f} ms",
-                "b": f"skimage {1e3 * sk:.0f} ms",
-                "ratio": round(sk / ours, 1),
-                "note": "skimage / bip (radon + unfiltered iradon loop; target >= 10)",
-            }
-        )
-        astra_run = _astra(n, views, batch)
-        if astra_run is None:
-            note, b, ratio = "astra-toolbox not installed: skipped", "-", None
-        else:
-            ast = _best(astra_run, repeats)
-            note, b, ratio = "ASTRA / bip (CPU linear projector)", f"astra {1e3 * ast:.0f} ms", None
-            ratio = round(ast / ours, 1)
-        out.append(
-            {
-                "benchmark": label,
-                "a": f"bip {1e3 * ours:.0f} ms",
-                "b": b,
-                "ratio": ratio,
-                "note": note,
-            }
-        )
+        note = "skimage / bip (radon + unfiltered iradon loop; target >= 10)"
+        out.append(_row(label, ours, f"skimage {1e3 * sk:.0f} ms", round(sk / ours, 1), note))
+        out.append(_astra_row(label, ours, _astra(n, views, batch), repeats, "linear"))
+    n, views, batch = 256, 60, 8
+    label = f"CT fan fwd+adj {n}px/{views}v/batch {batch} f32"
+    ours = _best(_bip(n, views, batch, fan=True), repeats)
+    out.append(_astra_row(label, ours, _astra(n, views, batch, fan=True), repeats, "line_fanflat"))
     n, views, batch = SIZES[-1]
     peak = _peak_rss_mb(n, views, batch)
+    note = "whole process (jax runtime included), fresh subprocess"
     out.append(
         {
             "benchmark": f"CT peak RSS {n}px/{views}v/batch {batch}",
             "a": f"bip {peak:.0f} MB",
             "b": "limit 2048 MB",
             "ratio": round(2048 / peak, 1),
-            "note": "whole process (jax runtime included), fresh subprocess",
+            "note": note,
         }
     )
     return out
+
+
+def _astra_row(label, ours, astra_run, repeats, projector) -> dict:
+    if astra_run is None:
+        return _row(label, ours, "-", None, "astra-toolbox not installed: skipped")
+    ast = _best(astra_run, repeats)
+    note = f"ASTRA / bip (ASTRA's CPU {projector} projector)"
+    return _row(label, ours, f"astra {1e3 * ast:.0f} ms", round(ast / ours, 1), note)
 
 
 def main(argv=None) -> list[dict]:
