@@ -36,6 +36,12 @@ def test_dot_test_float32_odd_size(beam, method):
     assert dot_test(op, jax.random.key(1)) < 1e-5
 
 
+def test_dot_test_large():
+    # 256 px parallel (the fast method) and 128 px fan beam, 5 views: few compiled programs
+    for beam, n in (("parallel", 256), ("fan", 128)):
+        assert dot_test(T.projector(_geometry(beam, n, 5)), jax.random.key(n)) < 1e-12
+
+
 # Discretisation error against the exact line integrals (measured, float64): Shepp-Logan
 # rasterised with 8x8 sub-samples, relative L2 error of the sinogram, 30 parallel views
 #             64 px   128 px  256 px       (skimage radon: 0.059, 0.027, 0.013)
