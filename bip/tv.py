@@ -300,7 +300,8 @@ def tv_reconstruct(
     Args:
         op: a linear ``bip.operators.Operator`` (any input shape; TV is taken over all its
             axes, e.g. ``(h, w)`` images).
-        y: ``(*batch, *op.output_shape)`` observations, float32 or float64 (sets the dtype).
+        y: ``(*batch, *op.output_shape)`` observations; the computation runs in the
+            promoted dtype of ``y`` and the operator's parameters (float32 or float64).
         weight: regularisation weight (> 0) in units of ``y^2`` per unit of TV (image
             value x pixels); a scalar or an array broadcastable to ``batch`` (a grid of
             weights is one batched call, e.g. ``weights[:, None]`` against ``y`` of shape
@@ -328,8 +329,9 @@ def tv_reconstruct(
     op._require_linear("TV reconstruction")
     y = jnp.asarray(y)
     _checks.event_shape("y", y, op.output_shape)
-    if not jnp.issubdtype(y.dtype, jnp.floating):
-        y = y.astype(op.dtype)
+    y = y.astype(
+        jnp.result_type(y.dtype, op.dtype) if jnp.issubdtype(y.dtype, jnp.floating) else op.dtype
+    )
     _checks.finite("y", y)
     _checks.positive("weight", weight)
     num_iterations = _checks.integer("num_iterations", num_iterations, minimum=1)

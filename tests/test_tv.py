@@ -157,6 +157,9 @@ def test_batched_weights_float32_and_blur():
     assert x32.dtype == jnp.float32 and bool(info32.converged)
     objective32 = float(tv.tv_objective(op, jnp.asarray(y), 0.1, x32.astype(jnp.float64)))
     assert abs(objective32 / float(info.objective[1, 0]) - 1) < 1e-5  # measured 2.6e-6
+    # float32 data with a float64 operator run in the promoted dtype
+    promoted, _ = tv.tv_reconstruct(op, jnp.asarray(y, jnp.float32), 0.1, num_iterations=3)
+    assert promoted.dtype == jnp.float64
 
 
 def test_bad_input_is_refused_before_compute():
