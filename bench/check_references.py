@@ -1,0 +1,162 @@
+"""Check bip's image-space Langevin against exact reference posteriors (``bip.references``).
+
+Problem: 16-view parallel-beam CT of a 32x32 exact-chart ellipse phantom (the truth and
+measurement of ``problems/ct-phantom-16.toml``: seed 0, Gaussian noise 1.0 on the sinogram),
+the exact phantom prior (``bip.priors.exact(PhantomLaw)``, whose score is a Laplace
+approximation of the true ``p_sigma`` score).
+
+- ``generic``: sigma = 0.05, alpha = 0. bip (``bip.posteriors.sample_annealed``: prior
+  draws, the spec's annealing 0.2 -> 0.05, then ULA with ``c``) against
+  ``bip.references.generic_finite_sigma``: energy distance against its reference-vs-reference
+  floor at equal sample counts, per-pixel means in units of their Monte Carlo error.
+- ``maxent``: alpha = 1, sigma in 0.2, 0.1, 0.05, 0.025. The chart coordinates of bip's
+  draws (nearest point, ``PhantomManifold.coordinate``) against the maximum-entropy limit
+  ``bip.references.maxent_limit``: energy distance of box-normalised coordinates (and its
+  floor) and the largest mean shift over coordinates in units of the limit's posterior std.
+
+Run: ``python bench/check_references.py generic`` (or ``maxent``; ``--help`` for the settings);
+results go to ``bench/check_references.json``. Long: minutes to tens of minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bip import posteriors, problems, references, samplers  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SIGMAS = (0.2, 0.1, 0.05, 0.025)
+
+
+def _problem(size: int, views: int, free: list[str] | None):
+    spec = problems.load(HERE.parent / "problems" / "ct-phantom-16.toml")
+    spec["data"]["size"] = size
+    spec["operator"]["views"] = views
+    if free:
+        spec["data"]["free"] = free
+    return problems.build(spec), spec
+
+
+def _bip_draws(key, problem, spec, sigma, alpha, args):
+    s = spec["sampler"]
+    k_init, k_run = jax.random.split(key)
+    x0 = problem.law.sample(k_init, (args.chains,))
+    run = posteriors.sample_annealed(
+        k_run,
+        problem.prior,
+        problem.likelihood,
+        sigmas=samplers.geometric_sigmas(max(s["anneal_from"], 2 * sigma), sigma, 5),
+        alpha=alpha,
+        steps_per_level=s["steps_per_level"],
+        num_chains=args.chains,
+        num_steps=args.steps,
+        burn_in=args.burn_in,
+        thin=args.thin,
+        c=args.c,
+        initial_positions=x0,
+        progress=False,
+    )
+    return np.asarray(run.samples), int(np.sum(np.asarray(run.diverged)))
+
+
+def generic(args) -> dict:
+    problem, spec = _problem(args.size, args.views, args.free)
+    key = jax.random.key(args.seed)
+    k_ref, k_bip, k_cmp = jax.random.split(key, 3)
+    t0 = time.perf_counter()
+    ref = references.generic_finite_sigma(
+        k_ref, problem.law, problem.likelihood, args.sigma, num_chains=8,
+        num_samples=args.reference_draws // 8, num_warmup=500, thin=2,
+    )  # fmt: skip
+    t_ref = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    draws, diverged = _bip_draws(k_bip, problem, spec, args.sigma, 0.0, args)
+    t_bip = time.perf_counter() - t0
+    out = references.compare(k_cmp, draws, ref)
+    out.update(
+        reference_seconds=t_ref,
+        bip_seconds=t_bip,
+        diverged=diverged,
+        reference_rhat_max=ref.diagnostics["rhat_max"],
+        reference_divergences=ref.diagnostics["divergences"],
+        reference_ess_min=ref.diagnostics["ess_min"],
+    )
+    return out
+
+
+def _normalised(problem, u):
+    lo, hi = (np.asarray(v) for v in problem.manifold.bounds)
+    return (np.asarray(u) - lo) / (hi - lo)
+
+
+def maxent(args) -> dict:
+    problem, spec = _problem(args.size, args.views, args.free)
+    key = jax.random.key(args.seed)
+    k_ref, k_cmp, *k_bip = jax.random.split(key, 2 + len(SIGMAS))
+    limit = references.maxent_limit(
+        k_ref, problem.law, problem.likelihood, num_chains=8,
+        num_samples=args.reference_draws // 8, num_warmup=500, thin=2,
+    )  # fmt: skip
+    u_lim = _normalised(problem, limit.u).reshape(-1, limit.u.shape[-1])
+    mean_lim, std_lim = u_lim.mean(0), u_lim.std(0)
+    rows = []
+    for sigma, k in zip(SIGMAS, k_bip, strict=True):
+        t0 = time.perf_counter()
+        draws, diverged = _bip_draws(k, problem, spec, sigma, 1.0, args)
+        flat = jnp.asarray(draws.reshape((-1,) + draws.shape[2:]))
+        u = _normalised(problem, problem.manifold.coordinate(flat))
+        n = u.shape[0]
+        order = np.asarray(jax.random.permutation(k_cmp, u_lim.shape[0]))
+        a, b = u_lim[order[:n]], u_lim[order[n : 2 * n]]
+        rows.append(
+            {
+                "sigma": sigma,
+                "energy_distance": references.energy_distance(u, a),
+                "floor": references.energy_distance(a, b),
+                "max_mean_shift_in_std": float(np.max(np.abs(u.mean(0) - mean_lim) / std_lim)),
+                "std_ratio": [float(v) for v in u.std(0) / std_lim],
+                "diverged": diverged,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        print(rows[-1], flush=True)
+    return {"limit_rhat_max": limit.diagnostics["rhat_max"], "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=("generic", "maxent"))
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--views", type=int, default=16)
+    parser.add_argument("--free", nargs="*", default=None, help="free phantom parameters")
+    parser.add_argument("--sigma", type=float, default=0.05, help="generic part only")
+    parser.add_argument("--chains", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--burn-in", type=int, default=400)
+    parser.add_argument("--thin", type=int, default=100)
+    parser.add_argument("--c", type=float, default=0.1, help="ULA step factor")
+    parser.add_argument("--reference-draws", type=int, default=8000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=HERE / "check_references.json")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    result = generic(args) if args.part == "generic" else maxent(args)
+    result.update(settings=vars(args) | {"json": str(args.json)}, seconds=time.perf_counter() - t0)
+    print(json.dumps(result, indent=1))
+    previous = json.loads(args.json.read_text()) if args.json.exists() else {}
+    previous[args.part] = result
+    args.json.write_text(json.dumps(previous, indent=1))
+
+
+if __name__ == "__main__":
+    main()

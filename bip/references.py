@@ -1,0 +1,506 @@
+"""Exact reference posteriors for exact-chart priors, sampled in the chart with NumPyro NUTS.
+
+An exact-chart prior is a law on a manifold ``M`` with a chart ``Phi(u)`` and a density
+``p(u)`` of the chart coordinates (``bip.manifolds.VonMises``, ``Uniform``,
+``VonMisesFisher``, ``bip.images.PhantomLaw``). Its smoothed law is ``p_sigma = p_data *
+N(0, sigma^2 I)``: ``x = Phi(u) + sigma z`` with ``u ~ p(u)``, ``z ~ N(0, I_d)``. With a linear
+operator ``A`` (matrix ``(m, d)``) and Gaussian noise ``y = A x + e``, ``e ~ N(0, S)``,
+``S = diag(s^2)``, the posteriors bip's samplers target are computable exactly:
+
+**Generic posterior at finite sigma** (the law of ``p_sigma(x) p(y | x)``, the target of
+``bip.posteriors.sample`` with the exact score and ``alpha = 0``). Given ``u``,
+``y = A Phi(u) + sigma A z + e`` is Gaussian with covariance ``C = S + sigma^2 A A^T``, so
+``z`` integrates out::
+
+    u | y  ~  p(u) N(y; A Phi(u), C)                                    (NUTS on u)
+
+and, with the residual ``r = y - A Phi(u)``, ``(z, r)`` is jointly Gaussian given ``u``
+(``Cov(z, r) = sigma A^T``, ``Cov(r) = C``), so ``x = Phi(u) + sigma z`` is Gaussian given
+``(u, y)``::
+
+    x | u, y  ~  N(Phi(u) + sigma^2 A^T C^-1 r,  sigma^2 I - sigma^4 A^T C^-1 A).
+
+It is drawn without factoring the ``(d, d)`` covariance, by Matheron's rule: with fresh
+``z0 ~ N(0, I)``, ``e0 ~ N(0, S)``, ``x = Phi(u) + sigma z0 + sigma^2 A^T C^-1 (r - sigma A z0 -
+e0)`` has exactly that law. ``A``'s matrix comes from ``jax.jacfwd`` of the operator and ``C``
+is factored once (Cholesky), so this suits ``m`` up to a few thousand measurements.
+
+**The sigma -> 0 limits** (SCIENCE.md section 4, Thm 6.1), concentrated on ``M``
+(``x = Phi(u)``), for any likelihood with potential ``v(x) = -log p(y | x)``:
+
+- generic prior: ``u ~ p(u) exp(-v(Phi(u)))``;
+- maximum-entropy prior (the tempered sampler, ``alpha > 0``): ``u ~ sqrt(det J(u)^T J(u))
+  exp(-v(Phi(u)))``, the posterior under the uniform (volume) law on ``M``; ``J = dPhi/du``.
+
+Chart constraints: box coordinates (the phantom parameters, the polar angles of a sphere) are
+NumPyro ``Uniform`` sites, so NUTS runs in unconstrained (logit) space; periodic coordinates
+(the angle of a circle or ellipse, the last angle of a sphere) are unconstrained reals under a
+periodic density and are wrapped to ``(-pi, pi]`` afterwards.
+
+Draws are chains first, ``(chains, draws, ...)`` (NumPyro's and ArviZ's convention; bip's
+``Run.samples`` is ``(draws, chains, ...)``).
+
+Example:
+    >>> circle = bip.manifolds.Circle()
+    >>> law = bip.manifolds.VonMises(circle, kappa=4.0, loc=jnp.pi)
+    >>> A = bip.operators.coordinate_projection(2, [0])
+    >>> lik = bip.likelihoods.gaussian(A, jnp.array([-0.5]), 0.3)
+    >>> ref = bip.references.generic_finite_sigma(jax.random.key(0), law, lik, sigma=0.1,
+    ...                                            num_chains=4, num_samples=500)
+    >>> ref.x.shape, ref.u.shape            # (chains, draws, 2) and (chains, draws, 1)
+    ((4, 500, 2), (4, 500, 1))
+    >>> ref.diagnostics["rhat_max"] < 1.05
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.diagnostics
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+from numpyro.infer import MCMC, NUTS
+
+from bip import _checks
+
+Array = jax.Array
+
+
+class Reference(NamedTuple):
+    """Exact reference draws.
+
+    Attributes:
+        u: chart coordinates ``(chains, draws, n)`` (periodic ones in ``(-pi, pi]``).
+        x: the events ``(chains, draws, *event)``: ``Phi(u)`` for the sigma -> 0 limits,
+            ``Phi(u) + sigma z`` (drawn exactly given ``u``) at finite sigma.
+        diagnostics: NUTS diagnostics: ``divergences`` (total), ``rhat`` and ``ess`` per chart
+            coordinate ``(n,)`` (NumPyro's split R-hat and ESS; periodic coordinates are read
+            about their circular mean), ``rhat_max``, ``ess_min``, ``accept_prob`` (mean) and
+            ``num_steps`` (mean leapfrog steps per draw).
+    """
+
+    u: Array
+    x: Array
+    diagnostics: dict
+
+
+# --------------------------------------------------------------------------- charts
+
+
+@dataclass(frozen=True)
+class _Chart:
+    """A law's chart in bip's terms: ``chart (n,) -> event``, ``log_density (n,) -> ()`` with
+    respect to ``du`` (up to a constant), the box ``lower``/``upper`` of the non-periodic
+    coordinates and which coordinates are periodic (period ``2 pi``)."""
+
+    dim: int
+    chart: Callable[[Array], Array]
+    log_density: Callable[[Array], Array]
+    lower: np.ndarray
+    upper: np.ndarray
+    periodic: tuple[bool, ...]
+    event_shape: tuple[int, ...]
+
+    def log_volume(self, u: Array) -> Array:
+        """``log sqrt(det J^T J)``, the volume element of the chart at one point ``(n,)``."""
+        jac = jax.jacfwd(lambda w: self.chart(w).reshape(-1))(u)
+        return 0.5 * jnp.linalg.slogdet(jac.T @ jac)[1]
+
+
+def chart_of(law) -> _Chart:
+    """The chart description of an exact-chart law (circle/ellipse/sphere laws, phantoms)."""
+    from bip import images, manifolds
+
+    if isinstance(law, images.PhantomLaw):
+        m = law.manifold
+        lo, hi = (np.asarray(v, float) for v in m.bounds)
+        n = m.intrinsic_dim
+        return _Chart(
+            n, m._chart, lambda u: jnp.zeros((), u.dtype), lo, hi, (False,) * n, m.event_shape
+        )
+    manifold = getattr(law, "manifold", None)
+    if isinstance(manifold, manifolds.Circle | manifolds.Ellipse) and hasattr(
+        law, "chart_log_density"
+    ):
+        return _Chart(
+            1,
+            lambda u: manifold.chart(u[0]),
+            lambda u: law.chart_log_density(u[0]),
+            np.zeros(0),
+            np.zeros(0),
+            (True,),
+            (2,),
+        )
+    if isinstance(manifold, manifolds.Sphere) and isinstance(
+        law, manifolds.VonMisesFisher | manifolds.Uniform
+    ):
+        n = manifold.dim - 1
+        kappa = getattr(law, "kappa", 0.0)
+        mu = getattr(law, "mean_direction", jnp.zeros(manifold.dim))
+
+        def log_density(u):  # vMF (or uniform) w.r.t. area, times the area element
+            x = manifold.chart(u)
+            volume = jnp.sum(jnp.arange(n - 1, 0, -1) * jnp.log(jnp.abs(jnp.sin(u[:-1]))))
+            return kappa * jnp.dot(mu, x) / manifold.radius + volume
+
+        return _Chart(
+            n,
+            manifold.chart,
+            log_density,
+            np.zeros(n - 1),
+            np.full(n - 1, math.pi),
+            (False,) * (n - 1) + (True,),
+            (manifold.dim,),
+        )
+    raise TypeError(
+        "references need an exact-chart law: bip.manifolds.VonMises / Uniform on a Circle or "
+        "Ellipse, VonMisesFisher / Uniform on a Sphere, or bip.images.PhantomLaw; got "
+        f"{type(law).__name__}"
+    )
+
+
+def _check_likelihood(likelihood, chart: _Chart):
+    if likelihood is None:
+        return
+    if tuple(likelihood.event_shape) != tuple(chart.event_shape):
+        raise ValueError(
+            f"the likelihood's operator takes inputs of shape {tuple(likelihood.event_shape)} "
+            f"but the law's events have shape {tuple(chart.event_shape)}"
+        )
+
+
+# --------------------------------------------------------------------------- NUTS
+
+
+def _model(chart: _Chart, log_target: Callable[[Array], Array]):
+    box = [i for i, p in enumerate(chart.periodic) if not p]
+    angles = [i for i, p in enumerate(chart.periodic) if p]
+    dtype = jnp.result_type(float)
+    parts = []
+    if box:
+        lo, hi = jnp.asarray(chart.lower, dtype), jnp.asarray(chart.upper, dtype)
+        parts.append(numpyro.sample("u_box", dist.Uniform(lo, hi).to_event(1)))
+    if angles:
+        improper = dist.ImproperUniform(constraints.real, (), (len(angles),))
+        parts.append(numpyro.sample("u_periodic", improper))
+    order = np.argsort(np.asarray(box + angles))
+    u = jnp.concatenate(parts)[order]
+    numpyro.factor("log_target", log_target(u))
+
+
+def _wrap(angle):
+    return jnp.angle(jnp.exp(1j * angle))
+
+
+def _draw_coordinates(rng_key, chart, log_target, settings) -> tuple[Array, dict]:
+    """NUTS on ``log_target`` over the chart: ``u (chains, draws, n)`` and diagnostics."""
+    kernel = NUTS(
+        _model,
+        dense_mass=settings["dense_mass"],
+        target_accept_prob=settings["target_accept_prob"],
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=settings["num_warmup"],
+        num_samples=settings["num_samples"],
+        num_chains=settings["num_chains"],
+        thinning=settings["thin"],
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(rng_key, chart, log_target, extra_fields=("diverging", "accept_prob", "num_steps"))
+    draws = mcmc.get_samples(group_by_chain=True)
+    box = [i for i, p in enumerate(chart.periodic) if not p]
+    angles = [i for i, p in enumerate(chart.periodic) if p]
+    parts = []
+    if box:
+        parts.append(draws["u_box"])
+    if angles:
+        parts.append(_wrap(draws["u_periodic"]))
+    u = jnp.concatenate(parts, axis=-1)[..., np.argsort(np.asarray(box + angles))]
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    return u, _diagnostics(u, chart, extra)
+
+
+def _diagnostics(u: Array, chart: _Chart, extra: dict) -> dict:
+    values = np.array(u, float)
+    for i, periodic in enumerate(chart.periodic):
+        if periodic:  # read the angle about its circular mean, away from the cut at +-pi
+            centre = np.angle(np.mean(np.exp(1j * values[..., i])))
+            values[..., i] = centre + np.angle(np.exp(1j * (values[..., i] - centre)))
+    rhat = ess = np.full(chart.dim, np.nan)
+    if values.shape[1] >= 4:
+        rhat = numpyro.diagnostics.split_gelman_rubin(values)
+        ess = numpyro.diagnostics.effective_sample_size(values)
+    return {
+        "divergences": int(np.sum(np.asarray(extra["diverging"]))),
+        "rhat": np.asarray(rhat),
+        "ess": np.asarray(ess),
+        "rhat_max": float(np.max(rhat)),
+        "ess_min": float(np.min(ess)),
+        "accept_prob": float(np.mean(np.asarray(extra["accept_prob"]))),
+        "num_steps": float(np.mean(np.asarray(extra["num_steps"]))),
+    }
+
+
+def _settings(
+    num_chains: int = 4,
+    num_samples: int = 1000,
+    num_warmup: int | None = None,
+    thin: int = 1,
+    dense_mass: bool = True,
+    target_accept_prob: float = 0.8,
+) -> dict:
+    """Checked NUTS settings (the ``**nuts`` keywords of the reference functions)."""
+    num_chains = _checks.integer("num_chains", num_chains)
+    num_samples = _checks.integer("num_samples", num_samples)
+    thin = _checks.integer("thin", thin)
+    num_warmup = num_samples if num_warmup is None else num_warmup
+    num_warmup = _checks.integer("num_warmup", num_warmup, minimum=0)
+    if not 0 < target_accept_prob < 1:
+        raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob!r}")
+    return {
+        "num_chains": num_chains,
+        "num_samples": num_samples * thin,
+        "num_warmup": num_warmup,
+        "thin": thin,
+        "dense_mass": bool(dense_mass),
+        "target_accept_prob": float(target_accept_prob),
+    }
+
+
+def _raw_key(rng_key):
+    if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(rng_key)
+    return rng_key
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _gaussian_parts(likelihood, chart: _Chart, sigma: float):
+    """``(W, w0, L)``: the whitened operator ``W = L^-1 M`` ``(m, d)`` and observation
+    ``w0 = L^-1 y`` ``(m,)``, with ``M`` the operator's matrix and ``L`` the Cholesky factor of
+    ``C = diag(s^2) + sigma^2 M M^T``, so that ``log N(y; M phi, C) = -|w0 - W phi|^2 / 2``
+    up to a constant (one matrix product per evaluation, no triangular solve)."""
+    from bip.likelihoods import _gaussian_log_prob
+
+    if likelihood is None or likelihood.log_prob_fn is not _gaussian_log_prob:
+        raise ValueError(
+            "the finite-sigma reference needs a Gaussian likelihood (bip.likelihoods.gaussian)"
+        )
+    op = likelihood.operator
+    if not getattr(op, "linear", False):
+        raise ValueError(f"the finite-sigma reference needs a linear operator, got {op.name!r}")
+    y = jnp.ravel(likelihood.y)
+    d = int(np.prod(chart.event_shape))
+    zero = jnp.zeros(chart.event_shape, y.dtype)
+    matrix = jax.jacfwd(lambda x: jnp.ravel(op(x)))(zero).reshape(y.size, d)
+    noise_std = jnp.ravel(likelihood.params)
+    chol = jnp.linalg.cholesky(jnp.diag(noise_std**2) + sigma**2 * matrix @ matrix.T)
+    solve_lower = jax.scipy.linalg.solve_triangular
+    return solve_lower(chol, matrix, lower=True), solve_lower(chol, y, lower=True), noise_std, chol
+
+
+def generic_finite_sigma(
+    rng_key: Array,
+    law,
+    likelihood,
+    sigma: float,
+    **nuts: Any,
+) -> Reference:
+    """The exact generic posterior at finite sigma, ``p_sigma(x) p(y | x)``, for a linear
+    Gaussian likelihood: ``u | y`` by NUTS, then ``x | u, y`` exactly (module docstring).
+
+    Args:
+        rng_key: PRNG key.
+        law: an exact-chart law (see ``chart_of``).
+        likelihood: ``bip.likelihoods.gaussian`` with a linear operator.
+        sigma: the prior's noise level ``> 0``.
+        nuts: NUTS settings, all optional: ``num_chains`` (4, vectorized), ``num_samples``
+            (1000 kept draws per chain), ``num_warmup`` (adaptation steps, default
+            ``num_samples``), ``thin`` (1: keep every ``thin``-th draw), ``dense_mass`` (True)
+            and ``target_accept_prob`` (0.8).
+
+    Returns:
+        ``Reference`` with ``u (chains, draws, n)`` and ``x (chains, draws, *event)``.
+
+    Example:
+        >>> ref = bip.references.generic_finite_sigma(key, law, lik, 0.05, num_chains=4)
+        >>> ref.x.mean(axis=(0, 1))            # the exact posterior mean
+    """
+    _checks.positive("sigma", sigma)
+    settings = _settings(**nuts)
+    chart = chart_of(law)
+    _check_likelihood(likelihood, chart)
+    sigma = float(sigma)
+    whitened, w0, noise_std, chol = _gaussian_parts(likelihood, chart, sigma)
+
+    def log_target(u):
+        w = w0 - whitened @ chart.chart(u).reshape(-1)
+        return chart.log_density(u) - 0.5 * jnp.dot(w, w)
+
+    k_u, k_x = jax.random.split(rng_key)
+    u, diagnostics = _draw_coordinates(_raw_key(k_u), chart, log_target, settings)
+    x = _conditional_images(k_x, chart, u, whitened, w0, noise_std, chol, sigma)
+    return Reference(u, x, diagnostics)
+
+
+@jax.jit
+def _matheron(key, phi, whitened, w0, noise_std, chol, sigma):
+    """Exact draws of ``x | u, y`` for flat chart images ``phi (k, d)`` (Matheron's rule in
+    whitened form: ``sigma^2 A^T C^-1 v = sigma^2 W^T L^-1 v``)."""
+    k_z, k_e = jax.random.split(key)
+    z0 = jax.random.normal(k_z, phi.shape, phi.dtype)
+    e0 = noise_std[None, :] * jax.random.normal(k_e, (phi.shape[0], w0.size), phi.dtype)
+    e0_white = jax.scipy.linalg.solve_triangular(chol, e0.T, lower=True).T
+    # L^-1 (r - sigma A z0 - e0)
+    innovation = w0[None, :] - (phi + sigma * z0) @ whitened.T - e0_white
+    return phi + sigma * z0 + sigma**2 * innovation @ whitened
+
+
+def _conditional_images(key, chart, u, whitened, w0, noise_std, chol, sigma):
+    flat_u = u.reshape((-1, chart.dim))
+    phi = jax.vmap(chart.chart)(flat_u).reshape(flat_u.shape[0], -1)
+    x = _matheron(key, phi, whitened, w0, noise_std, chol, jnp.asarray(sigma, phi.dtype))
+    return x.reshape(u.shape[:2] + tuple(chart.event_shape))
+
+
+def _limit(rng_key, law, likelihood, maxent: bool, settings) -> Reference:
+    chart = chart_of(law)
+    _check_likelihood(likelihood, chart)
+
+    def log_target(u):
+        out = chart.log_volume(u) if maxent else chart.log_density(u)
+        if likelihood is not None:
+            out = out - likelihood.potential(chart.chart(u))
+        return out
+
+    u, diagnostics = _draw_coordinates(_raw_key(rng_key), chart, log_target, settings)
+    x = jax.vmap(jax.vmap(chart.chart))(u)
+    return Reference(u, x, diagnostics)
+
+
+def generic_limit(
+    rng_key: Array,
+    law,
+    likelihood=None,
+    **nuts: Any,
+) -> Reference:
+    """The sigma -> 0 limit of the generic posterior: ``u ~ p(u) exp(-v(Phi(u)))`` (NUTS),
+    ``x = Phi(u)``. Any likelihood (or None: the prior itself). ``nuts``: as in
+    ``generic_finite_sigma``.
+
+    Example:
+        >>> ref = bip.references.generic_limit(key, law, lik, num_chains=4)
+        >>> ref.u.shape                       # (4, 1000, n)
+    """
+    settings = _settings(**nuts)
+    return _limit(rng_key, law, likelihood, False, settings)
+
+
+def maxent_limit(
+    rng_key: Array,
+    law,
+    likelihood=None,
+    **nuts: Any,
+) -> Reference:
+    """The sigma -> 0 limit of the maximum-entropy posterior (Thm 6.1): ``u ~ sqrt(det J^T J)
+    exp(-v(Phi(u)))`` on the law's chart domain (NUTS), ``x = Phi(u)``; only the law's
+    manifold and chart domain matter. ``nuts``: as in ``generic_finite_sigma``.
+
+    Example:
+        >>> ref = bip.references.maxent_limit(key, law, lik, num_chains=4)
+    """
+    settings = _settings(**nuts)
+    return _limit(rng_key, law, likelihood, True, settings)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def energy_distance(a: Array, b: Array) -> float:
+    """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` (V-statistic) of two samples
+    ``(n, k)`` and ``(m, k)``, from Gram matrices: memory ``O(n m)``, not ``O(n m k)``, so it
+    suits image draws (``k`` pixels) where ``bip.metrics.energy_distance`` would not fit."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"samples must be (n, k) and (m, k), got {a.shape} and {b.shape}")
+    _checks.finite("a", a)
+    _checks.finite("b", b)
+
+    def mean_norm(p, q):
+        sq = np.sum(p**2, 1)[:, None] + np.sum(q**2, 1)[None, :] - 2.0 * p @ q.T
+        return float(np.mean(np.sqrt(np.maximum(sq, 0.0))))
+
+    return 2.0 * mean_norm(a, b) - mean_norm(a, a) - mean_norm(b, b)
+
+
+def compare(rng_key: Array, samples: Array, reference: Reference) -> dict:
+    """How far sampler draws are from an exact reference, in units of Monte Carlo noise.
+
+    Args:
+        rng_key: PRNG key (which reference draws form the two comparison sets).
+        samples: a sampler's draws ``(draws, chains, *event)`` (bip's ``Run.samples`` layout).
+        reference: a ``Reference`` with at least twice as many draws as ``samples`` (thin it
+            so that its draws are nearly independent: the floor assumes so).
+
+    Returns:
+        A dict: ``energy_distance`` between the ``N`` samples and ``N`` reference draws,
+        ``floor`` (the same between two disjoint sets of ``N`` reference draws) and their
+        ``ratio``; per coordinate, the mean difference ``z`` in units of its Monte Carlo
+        standard error ``sqrt(se_samples^2 + se_reference^2)`` (each ``std / sqrt(ESS)``,
+        NumPyro's ESS over chains): ``fraction_within_3se``, ``max_abs_z``; and
+        ``std_ratio_median``, the median over coordinates of the ratio of standard deviations.
+
+    Example:
+        >>> out = bip.references.compare(key, run.samples, ref)
+        >>> out["ratio"] < 2 and out["fraction_within_3se"] >= 0.99
+    """
+    draws = np.asarray(samples, float)
+    k = len(reference.x.shape) - 2
+    if draws.ndim != k + 2 or draws.shape[2:] != tuple(reference.x.shape[2:]):
+        raise ValueError(
+            f"samples must be (draws, chains, *{tuple(reference.x.shape[2:])}), got {draws.shape}"
+        )
+    _checks.finite("samples", draws)
+    chains_first = np.swapaxes(draws, 0, 1).reshape(draws.shape[1], draws.shape[0], -1)
+    ref = np.asarray(reference.x, float).reshape(reference.x.shape[:2] + (-1,))
+    flat_ref = ref.reshape(-1, ref.shape[-1])
+    n = chains_first.shape[0] * chains_first.shape[1]
+    if flat_ref.shape[0] < 2 * n:
+        raise ValueError(
+            f"the reference has {flat_ref.shape[0]} draws; comparing {n} samples needs {2 * n}"
+        )
+    order = np.asarray(jax.random.permutation(rng_key, flat_ref.shape[0]))
+    set_a, set_b = flat_ref[order[:n]], flat_ref[order[n : 2 * n]]
+    flat = chains_first.reshape(n, -1)
+    distance = energy_distance(flat, set_a)
+    floor = energy_distance(set_a, set_b)
+
+    def mean_and_se(x):
+        ess = np.asarray(numpyro.diagnostics.effective_sample_size(x), float)
+        ess = np.clip(np.nan_to_num(ess, nan=1.0), 1.0, x.shape[0] * x.shape[1])
+        std = x.std(axis=(0, 1))
+        return x.mean(axis=(0, 1)), std / np.sqrt(ess), std
+
+    mean_s, se_s, std_s = mean_and_se(chains_first)
+    mean_r, se_r, std_r = mean_and_se(ref)
+    z = (mean_s - mean_r) / np.sqrt(se_s**2 + se_r**2 + 1e-300)
+    return {
+        "energy_distance": distance,
+        "floor": floor,
+        "ratio": distance / floor,
+        "num_draws": n,
+        "fraction_within_3se": float(np.mean(np.abs(z) < 3.0)),
+        "max_abs_z": float(np.max(np.abs(z))),
+        "std_ratio_median": float(np.median(std_s / np.maximum(std_r, 1e-300))),
+    }
