@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bip import networks
+from bip import networks, priorfile, recipes
 from bip import train as train_mod
 
 BATCH = 256
@@ -51,9 +51,9 @@ def bench_score(name: str, seconds: float) -> float:
 
 def bench_train(name: str, steps: int, seconds: float) -> tuple[float, int]:
     """Training steps per second of the prior's recipe, and its batch size."""
-    recipe = train_mod.load_recipe(networks.PRIORS_DIR / name / networks.RECIPE_FILE)
-    law = train_mod.build_law(recipe)
-    model = networks.build_network(train_mod.net_config(recipe, law), jax.random.key(0))
+    recipe = recipes.load_recipe(priorfile.PRIORS_DIR / name / priorfile.RECIPE_FILE)
+    law = recipes.build_law(recipe)
+    model = networks.build_network(recipes.net_config(recipe, law), jax.random.key(0))
     graphdef, params = nnx.split(model)
     tx, run_chunk = train_mod._chunk_fn(
         graphdef,
@@ -79,14 +79,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unet-train-steps", type=int, default=20, help="the same, U-Nets")
     parser.add_argument("names", nargs="*", help="priors to time (default: all in priors/)")
     args = parser.parse_args(argv)
-    names = args.names or networks.available_priors()
+    names = args.names or priorfile.available_priors()
     if not names:
-        print("no priors found in", networks.PRIORS_DIR)
+        print("no priors found in", priorfile.PRIORS_DIR)
         return
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, batch {BATCH} float32")
     rows = []
     for name in names:
-        card = networks.read_card(networks.PRIORS_DIR / name)
+        card = priorfile.read_card(priorfile.PRIORS_DIR / name)
         unet = card["net"].get("kind", "mlp") == "unet"
         evals = bench_score(name, args.seconds)
         train_steps = args.unet_train_steps if unet else args.train_steps

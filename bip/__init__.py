@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "baselines",
+    "cards",
     "errors",
     "experiments",
     "images",
@@ -22,10 +23,14 @@ _SUBMODULES = (
     "outputs",
     "plots",
     "posteriors",
+    "priorfile",
     "priors",
     "problems",
     "profile",
+    "recipes",
+    "references",
     "samplers",
+    "scoreprior",
     "sharding",
     "solve",
     "streaming",

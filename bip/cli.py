@@ -356,11 +356,56 @@ def _add_solve(subparsers, common) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from bip import train
+    """``bip train``: train, or re-evaluate with ``--eval-only``; Ctrl-C saves the checkpoint
+    and exits 130 with one line."""
+    from bip import cards, recipes, train
 
-    if not args.eval_only:
-        _announce(args, args.recipe, args.out)
-    return train._cli_train(args)
+    if args.eval_only:
+        try:
+            card = cards.evaluate_folder(args.out, machine=args.machine)
+        except (recipes.RecipeError, FileNotFoundError, ValueError) as err:
+            print(f"bip train: error: {err}", file=sys.stderr)
+            return 2
+        print(f"evaluated {args.out} in {card['eval_seconds']} s; card rewritten")
+        return 0
+    _announce(args, args.recipe, args.out)
+    try:
+        result = train.train(
+            args.recipe,
+            args.out,
+            resume=not args.no_resume,
+            stop_after=args.stop_after,
+            progress=not args.no_progress,
+            evaluate=not args.no_eval,
+            keep_checkpoint=not args.drop_checkpoint,
+            machine=args.machine,
+        )
+    except (recipes.RecipeError, FileNotFoundError, outputs.OutputError) as err:
+        print(f"bip train: error: {err}", file=sys.stderr)
+        return 2
+    except train.TrainInterrupted as stop:
+        print(
+            f"bip train: interrupted at step {stop.steps_done} of {stop.steps}; checkpoint in "
+            f"{stop.checkpoint} (run the same command again to resume)",
+            file=sys.stderr,
+        )
+        return 130
+    if not result.complete:
+        print(f"stopped at step {result.steps_done}; run again to resume from {args.out}")
+        return 0
+    q = (result.card or {}).get("quality")
+    summary = (
+        f"trained {result.steps_done} steps in {result.seconds:.1f} s, "
+        f"final loss {result.final_loss:.4f}"
+    )
+    if q and "profile" in q:
+        summary += (
+            f", relative score error at sigma=0.1: {q['rel_error_at_0.1']:.4f}, "
+            f"beta = {q['profile']['beta']:.3f}"
+        )
+    print(summary)
+    print(f"prior written to {args.out}")
+    return 0
 
 
 def add_train(subparsers, common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

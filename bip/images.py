@@ -6,7 +6,8 @@ on a zero background, rendered differentiably from ``n <= 6`` parameters, so the
 ``PhantomLaw`` is the uniform law on the parameter box; its ``smoothed(x, sigma, gamma)``
 gives ``(log p_sigma(x), score)`` of ``gamma Phi(U) + sigma Z`` by a truncated Laplace
 approximation in the chart (SCIENCE.md section 2), so ``bip.priors.exact(PhantomLaw(...))``
-is an image prior with a known manifold.
+is an image prior with a known manifold. ``EmpiricalLaw`` is the law of a fixed image set
+(``digits``, ``faces``): it draws examples with replacement and has no known manifold.
 
 Chart (image axes: axis 0 is ``y``, axis 1 is ``x``; pixel centres at
 ``-1 + (2k + 1) / size`` in ``[-1, 1]``, so the field of view is the square ``[-1, 1]^2``)::
@@ -574,6 +575,42 @@ class PhantomLaw:
         sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), batch)
         gamma = jnp.broadcast_to(jnp.asarray(gamma, x.dtype), batch)
         return _smoothed_impl(self, x, sigma, gamma)
+
+
+@struct.dataclass
+class EmpiricalLaw:
+    """The empirical law of a fixed training set: ``sample`` draws examples with replacement.
+
+    Attributes:
+        data: the training examples ``(N, *event_shape)``.
+        name: the data set's name.
+
+    Example:
+        >>> law = EmpiricalLaw(bip.images.digits(16), name="digits")
+        >>> law.sample(jax.random.key(0), (4,)).shape
+        (4, 16, 16)
+    """
+
+    data: Array
+    name: str = struct.field(pytree_node=False, default="empirical")
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape[1:])
+
+    @property
+    def manifold(self) -> None:
+        """No known manifold (score-only priors, no exact reference)."""
+        return None
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.data.shape[0])
+
+    def sample(self, rng_key: Array, shape: tuple[int, ...] = ()) -> Array:
+        """Training examples ``(*shape, *event_shape)`` drawn uniformly with replacement."""
+        index = jax.random.randint(rng_key, tuple(shape), 0, self.data.shape[0])
+        return self.data[index]
 
 
 # --------------------------------------------------------------------------- offline data

@@ -1,4 +1,4 @@
-"""Learned score priors: a noise-conditional score network (flax nnx) and its weights on disk.
+"""Learned score priors: noise-conditional score networks (flax nnx) and the priors they give.
 
 The network ``ScoreNet`` maps a point ``x`` in ``R^d`` and a noise level ``sigma`` to the
 score ``s(x, sigma) ~ grad_x log p_sigma(x)`` of the variance-exploding smoothed data law
@@ -26,8 +26,9 @@ denoising score matching with the EDM weight ``1 / c_out^2``, i.e. the plain reg
 ``network_prior`` wraps a network as a ``bip.priors.ScorePrior`` whose ``params`` hold the
 weights (an ``nnx.State``) as pytree leaves and the ``nnx.GraphDef`` as static data, so
 ``tempered``, ``with_error``, ``jit`` and ``vmap`` work unchanged and swapping weights never
-retraces. ``load_prior`` rebuilds a shipped prior (``priors/<name>/``) from its recipe and its
-hash-checked ``weights.safetensors``.
+retraces. ``load_prior`` rebuilds a shipped prior (``priors/<name>/``) from its recipe
+(``bip.recipes``) and its hash-checked ``weights.safetensors`` (``bip.priorfile``, the folder
+format); training lives in ``bip.train``.
 
 Example:
     >>> import bip.networks
@@ -42,12 +43,9 @@ Example:
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -55,27 +53,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from bip import _checks
-from bip._data import shipped
-from bip.priors import ScorePrior
+from bip import _checks, priorfile
+from bip.recipes import build_law, load_recipe, net_config
+from bip.scoreprior import ScorePrior
 
 Array = jax.Array
 
 NET_DTYPE = jnp.float32
 """The dtype of the network's weights and of its body ``F`` (the preconditioning follows ``x``)."""
-
-WEIGHTS_FILE = "weights.safetensors"
-RECIPE_FILE = "recipe.toml"
-CARD_FILE = "model.json"
-FORMAT = "bip-score-prior/1"
-
-PRIORS_DIR = shipped("priors")
-"""Where named priors live: ``priors/<name>/`` (the wheel's package data, else the checkout's)."""
-
-
-class WeightsError(ValueError):
-    """A weights file that is truncated, altered or does not match its recipe."""
-
 
 # --------------------------------------------------------------------------- the network
 
@@ -547,129 +532,7 @@ def _sigma_range(sigma_range) -> tuple[float, float] | None:
     return (lo, hi)
 
 
-# --------------------------------------------------------------------------- weights on disk
-
-
-def _path_key(path: tuple) -> str:
-    return "/".join(str(p) for p in path)
-
-
-def weights_to_bytes(model_or_state: ScoreNet | nnx.State, metadata: dict | None = None) -> bytes:
-    """The safetensors encoding of a network's weights, keyed by their nnx paths (``a/0/b``)."""
-    import safetensors.numpy
-
-    state = nnx.state(model_or_state) if isinstance(model_or_state, nnx.Module) else model_or_state
-    tensors = {
-        _path_key(path): np.ascontiguousarray(np.asarray(var.get_value()))
-        for path, var in nnx.to_flat_state(state)
-    }
-    # one metadata key: safetensors orders several keys arbitrarily, one keeps the bytes stable
-    meta = {"format": FORMAT, **{str(k): str(v) for k, v in (metadata or {}).items()}}
-    return safetensors.numpy.save(tensors, metadata={"bip": json.dumps(meta, sort_keys=True)})
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_weights(
-    path: str | os.PathLike, config: Mapping[str, Any], expected_sha256: str | None = None
-) -> ScoreNet:
-    """Rebuild a ``ScoreNet`` of architecture ``config`` with the weights stored at ``path``.
-
-    Raises ``FileNotFoundError`` if the file is missing and ``WeightsError`` (naming the file)
-    if its sha256 differs from ``expected_sha256``, it does not parse as safetensors, or its
-    tensors do not match the architecture.
-    """
-    import safetensors.numpy
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} is missing")
-    data = path.read_bytes()
-    if expected_sha256 is not None:
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != expected_sha256:
-            raise WeightsError(
-                f"weights file {path} is truncated or altered: its sha256 is {actual}, "
-                f"the card expects {expected_sha256}"
-            )
-    try:
-        tensors = safetensors.numpy.load(data)
-    except Exception as err:  # safetensors raises its own SafetensorError (and others)
-        raise WeightsError(f"weights file {path} is not valid safetensors: {err}") from err
-    graphdef, abstract = nnx.split(abstract_network(config))
-    flat = []
-    expected_keys = set()
-    for p, var in nnx.to_flat_state(abstract):
-        key = _path_key(p)
-        expected_keys.add(key)
-        if key not in tensors:
-            raise WeightsError(f"weights file {path} lacks tensor {key!r} of the recipe's network")
-        value = tensors[key]
-        if value.shape != var.shape or value.dtype != var.dtype:
-            raise WeightsError(
-                f"weights file {path}: tensor {key!r} has shape {value.shape} {value.dtype}, "
-                f"the recipe's network needs {var.shape} {var.dtype}"
-            )
-        flat.append((p, var.replace(jnp.asarray(value))))
-    extra = sorted(set(tensors) - expected_keys)
-    if extra:
-        raise WeightsError(f"weights file {path} has tensors the network lacks: {extra[:5]}")
-    return nnx.merge(graphdef, nnx.from_flat_state(flat))
-
-
-def available_priors(root: str | os.PathLike | None = None) -> list[str]:
-    """Names of the priors shipped in ``priors/`` (folders holding a ``model.json``)."""
-    root = PRIORS_DIR if root is None else Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / CARD_FILE).is_file())
-
-
-def _resolve_prior_dir(path_or_name: str | os.PathLike) -> Path:
-    text = os.fspath(path_or_name)
-    separators = [sep for sep in (os.sep, os.altsep) if sep]
-    explicit = (
-        isinstance(path_or_name, os.PathLike)
-        or any(sep in text for sep in separators)
-        or text in (".", "..")
-    )
-    if not explicit:  # a bare name: priors/<name>/ first, then a folder in the working dir
-        for folder in (PRIORS_DIR / text, Path(text)):
-            if (folder / CARD_FILE).is_file():
-                return folder
-        names = available_priors()
-        raise ValueError(
-            f"unknown prior {text!r}: available priors in {PRIORS_DIR} are "
-            f"{', '.join(names) if names else '(none)'}; or pass a folder path"
-        )
-    candidate = Path(text)
-    if candidate.is_file():
-        return candidate.parent
-    if candidate.is_dir():
-        return candidate
-    raise FileNotFoundError(f"prior folder {candidate} does not exist")
-
-
-def read_card(folder: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``model.json`` of a prior folder (error naming the file if missing/invalid)."""
-    card_path = Path(folder) / CARD_FILE
-    if not card_path.is_file():
-        raise FileNotFoundError(f"model card {card_path} is missing")
-    try:
-        card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"model card {card_path} is not valid JSON: {err}") from err
-    for key in ("weights_sha256", "recipe_sha256"):
-        if key not in card:
-            raise ValueError(f"model card {card_path} lacks the key {key!r}")
-    return card
+# --------------------------------------------------------------------------- a prior folder
 
 
 def load_prior(path_or_name: str | os.PathLike, verify: bool = True) -> ScorePrior:
@@ -690,28 +553,28 @@ def load_prior(path_or_name: str | os.PathLike, verify: bool = True) -> ScorePri
     Raises:
         ValueError: unknown name (the message lists the available priors).
         FileNotFoundError: a missing folder, card, recipe or weights file (named).
-        WeightsError: a truncated or altered weights file (named).
+        bip.priorfile.WeightsError: a truncated or altered weights file (named).
 
     Example:
         >>> prior = load_prior("circle-vonmises")
         >>> prior.manifold
         Circle(radius=1.0)
     """
-    from bip import train as _train  # the recipe format lives with the trainer
-
-    folder = _resolve_prior_dir(path_or_name)
-    card = read_card(folder)
-    recipe_path = folder / RECIPE_FILE
+    folder = priorfile.resolve_prior_dir(path_or_name)
+    card = priorfile.read_card(folder)
+    recipe_path = folder / priorfile.RECIPE_FILE
     if not recipe_path.is_file():
         raise FileNotFoundError(f"recipe {recipe_path} is missing")
-    if verify and sha256_file(recipe_path) != card["recipe_sha256"]:
-        raise WeightsError(f"recipe {recipe_path} was altered: its sha256 differs from the card")
-    recipe = _train.load_recipe(recipe_path)
-    law = _train.build_law(recipe)
-    config = _train.net_config(recipe, law)
-    model = load_weights(
-        folder / card.get("weights", WEIGHTS_FILE),
-        config,
+    if verify and priorfile.sha256_file(recipe_path) != card["recipe_sha256"]:
+        raise priorfile.WeightsError(
+            f"recipe {recipe_path} was altered: its sha256 differs from the card"
+        )
+    recipe = load_recipe(recipe_path)
+    law = build_law(recipe)
+    config = net_config(recipe, law)
+    model = priorfile.load_weights(
+        folder / card.get("weights", priorfile.WEIGHTS_FILE),
+        abstract_network(config),
         card["weights_sha256"] if verify else None,
     )
     name = card.get("name") or recipe.name or folder.name

@@ -224,9 +224,9 @@ def validate(raw: dict, origin: str = "<spec>") -> dict:
         raise SpecError(f"{origin}: data.source = 'file' needs 'data.path' or 'data.measurement'")
     source = spec["prior"]["source"]
     if source != "exact":
-        from bip import networks
+        from bip import priorfile
 
-        known = networks.available_priors()
+        known = priorfile.available_priors()
         if source not in known and not Path(source).is_dir():
             raise SpecError(
                 f"{origin}: unknown prior {source!r} in 'prior.source': use 'exact' or one of "

@@ -435,9 +435,9 @@ def event_shape(spec: dict) -> tuple[int, ...]:
     (for the size check before anything is computed)."""
     source = spec["prior"]["source"]
     if source != "exact":
-        from bip import networks
+        from bip import priorfile
 
-        return tuple(networks.read_card(networks._resolve_prior_dir(source))["event_shape"])
+        return tuple(priorfile.read_card(priorfile.resolve_prior_dir(source))["event_shape"])
     data = spec["data"]
     if data["source"] == "circle":
         return (2,)

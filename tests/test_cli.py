@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bip import cli, experiments, outputs, problems, solve
+from bip import cli, experiments, outputs, problems, recipes, solve
 from bip import train as train_mod
 
 CIRCLE_TOY = Path(__file__).resolve().parents[1] / "problems" / "circle-toy.toml"
@@ -317,7 +317,7 @@ def test_ctrl_c_in_training_saves_the_checkpoint(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(train_mod, "_chunk_fn", interrupt_second_chunk)
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text(train_mod.recipe_to_toml(train_mod.load_recipe(TINY_RECIPE)))
+    recipe.write_text(recipes.recipe_to_toml(recipes.load_recipe(TINY_RECIPE)))
     out = tmp_path / "prior"
     argv = ["train", str(recipe), "--out", str(out), "--no-progress", "--no-eval"]
     assert cli.main(argv) == 130

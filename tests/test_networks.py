@@ -20,10 +20,12 @@ import bip.manifolds
 import bip.networks as networks
 import bip.operators
 import bip.posteriors
+import bip.priorfile as priorfile
 import bip.priors
 import bip.problems
 import bip.profile
-from bip.networks import WeightsError, load_prior, network_prior
+from bip.networks import load_prior, network_prior
+from bip.priorfile import WeightsError
 
 SHIPPED = ("circle-vonmises", "ellipse-vonmises")
 CIRCLE_LAW = bip.manifolds.VonMises(bip.manifolds.Circle(), kappa=1.0, loc=0.0)
@@ -165,20 +167,20 @@ def test_shipped_prior_loads_offline_in_a_fresh_process(name, tmp_path):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_prior_files(name):
-    folder = networks.PRIORS_DIR / name
-    card = networks.read_card(folder)
+    folder = priorfile.PRIORS_DIR / name
+    card = priorfile.read_card(folder)
     size = sum(p.stat().st_size for p in folder.iterdir())
     assert size < 10 * 2**20
-    assert card["weights_sha256"] == networks.sha256_file(folder / "weights.safetensors")
+    assert card["weights_sha256"] == priorfile.sha256_file(folder / "weights.safetensors")
     for fname in ("recipe.toml", "weights.safetensors", "model.json", "README.md"):
         assert (folder / fname).is_file()
     assert card["quality"]["rel_error_at_0.1"] < 0.1
-    assert name in networks.available_priors()
+    assert name in priorfile.available_priors()
 
 
 def test_truncated_or_altered_weights_are_refused(tmp_path):
     folder = tmp_path / "copy"
-    shutil.copytree(networks.PRIORS_DIR / "circle-vonmises", folder)
+    shutil.copytree(priorfile.PRIORS_DIR / "circle-vonmises", folder)
     weights = folder / "weights.safetensors"
     original = weights.read_bytes()
 
@@ -212,7 +214,7 @@ def test_load_prior_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.json"):
         load_prior(tmp_path)
     folder = tmp_path / "copy"
-    shutil.copytree(networks.PRIORS_DIR / "circle-vonmises", folder)
+    shutil.copytree(priorfile.PRIORS_DIR / "circle-vonmises", folder)
     recipe = folder / "recipe.toml"
     recipe.write_text(recipe.read_text().replace("width = 128", "width = 64"))
     with pytest.raises(WeightsError, match="recipe.toml was altered"):
@@ -392,12 +394,12 @@ def test_shipped_image_prior_loads_offline_in_a_fresh_process(name, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(IMAGE_SHIPPED))
 def test_shipped_image_prior_files_and_card(name, tmp_path):
-    folder = networks.PRIORS_DIR / name
-    card = networks.read_card(folder)
+    folder = priorfile.PRIORS_DIR / name
+    card = priorfile.read_card(folder)
     assert sum(p.stat().st_size for p in folder.iterdir()) < 10 * 2**20
-    assert card["weights_sha256"] == networks.sha256_file(folder / "weights.safetensors")
+    assert card["weights_sha256"] == priorfile.sha256_file(folder / "weights.safetensors")
     assert card["net"]["kind"] == "unet" and card["event_shape"] == list(IMAGE_SHIPPED[name])
-    assert name in networks.available_priors()
+    assert name in priorfile.available_priors()
     q = card["quality"]
     samples = q["samples"]
     # reverse-diffusion samples are new images: not closer to the training set than typical
@@ -457,7 +459,7 @@ def test_learned_circle_prior_ts1_gives_uniform_standard_langevin_does_not(key):
 
 
 def test_shipped_circle_card_records_the_fig2_numbers():
-    card = networks.read_card(networks.PRIORS_DIR / "circle-vonmises")
+    card = priorfile.read_card(priorfile.PRIORS_DIR / "circle-vonmises")
     lv = card["quality"]["langevin"]
     assert lv["sigma"] == 0.01 and lv["ts1"]["step_size"] == pytest.approx(1e-3)
     assert lv["ts1"]["chains"] >= 4000 and lv["ts1"]["steps"] >= 4000
@@ -465,7 +467,7 @@ def test_shipped_circle_card_records_the_fig2_numbers():
     assert lv["standard"]["steps"] >= 10_000 and lv["standard"]["step_size"] == pytest.approx(1e-5)
     assert lv["standard"]["tv_uniform"] > 0.2 and lv["standard"]["tv_p_data"] < 0.08
     assert (
-        "TS-1 is within TV 0.08" in (networks.PRIORS_DIR / "circle-vonmises/README.md").read_text()
+        "TS-1 is within TV 0.08" in (priorfile.PRIORS_DIR / "circle-vonmises/README.md").read_text()
     )
 
 

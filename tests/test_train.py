@@ -8,9 +8,12 @@ import jax
 import numpy as np
 import pytest
 
+import bip.cli
 import bip.networks as networks
-import bip.train as train_mod
-from bip.train import RecipeError, load_recipe, train
+import bip.priorfile as priorfile
+import bip.recipes as recipes
+from bip.recipes import RecipeError, load_recipe
+from bip.train import train
 
 TINY = {
     "name": "tiny",
@@ -47,7 +50,7 @@ def test_tiny_run_writes_a_loadable_prior(reference_run):
     for name in ("recipe.toml", "weights.safetensors", "model.json", "README.md"):
         assert (out / name).is_file(), name
     card = json.loads((out / "model.json").read_text())
-    assert card["weights_sha256"] == networks.sha256_file(out / "weights.safetensors")
+    assert card["weights_sha256"] == priorfile.sha256_file(out / "weights.safetensors")
     assert card["steps"] == 100
     assert card["final_loss"] == pytest.approx(reference_run.final_loss)
     loaded = networks.load_prior(out)
@@ -82,7 +85,7 @@ def test_interrupted_run_resumes_to_the_same_weights(reference_run, tmp_path):
     for a, b in zip(_weights(full), _weights(reference_run), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     if jax.default_backend() == "cpu":  # XLA:CPU is deterministic: bit-identical weights
-        sha = networks.sha256_file
+        sha = priorfile.sha256_file
         ref = reference_run.out_dir / "weights.safetensors"
         assert sha(tmp_path / "weights.safetensors") == sha(ref)
     # resuming a finished run is a no-op that re-exports the same weights
@@ -147,11 +150,11 @@ def test_recipe_defaults_and_law(tmp_path):
     assert recipe.name == tmp_path.name  # defaults to the folder name
     assert recipe.net["width"] == 16 and recipe.net["depth"] == 4
     assert recipe.training["sigma_min"] == 0.01 and recipe.training["sigma_max"] == 50.0
-    law = train_mod.build_law(recipe)
+    law = recipes.build_law(recipe)
     assert type(law.manifold).__name__ == "Ellipse" and law.manifold.b == 2.0
-    assert train_mod.net_config(recipe)["dim"] == 2
+    assert recipes.net_config(recipe)["dim"] == 2
     # a mapping and its TOML rendering give the same recipe
-    again = load_recipe(_write(tmp_path, train_mod.recipe_to_toml(recipe)))
+    again = load_recipe(_write(tmp_path, recipes.recipe_to_toml(recipe)))
     assert again.config_sha256 == recipe.config_sha256
 
 
@@ -221,9 +224,9 @@ def test_recipe_missing_pieces(tmp_path):
 
 def test_cli_train_subcommand(tmp_path, capsys):
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text(train_mod.recipe_to_toml(load_recipe(TINY)))
+    recipe.write_text(recipes.recipe_to_toml(load_recipe(TINY)))
     parser = argparse.ArgumentParser(prog="bip")
-    train_mod.add_cli(parser.add_subparsers(dest="command"))
+    bip.cli.add_train(parser.add_subparsers(dest="command"))
     out = tmp_path / "run"
     args = parser.parse_args(
         [
@@ -294,7 +297,7 @@ def test_tiny_unet_recipe_trains_and_loads(phantom_run):
     assert "U-Net" in (phantom_run.out_dir / "README.md").read_text()
     loaded = networks.load_prior(phantom_run.out_dir)
     assert loaded.event_shape == (16, 16) and type(loaded.manifold).__name__ == "PhantomManifold"
-    x = train_mod.build_law(recipe).sample(jax.random.key(0), (3,))
+    x = recipes.build_law(recipe).sample(jax.random.key(0), (3,))
     np.testing.assert_allclose(
         loaded.score(x, 0.1), phantom_run.prior.score(x, 0.1), rtol=1e-6, atol=1e-6
     )
@@ -312,11 +315,11 @@ def test_tiny_unet_run_resumes_to_the_same_weights(phantom_run, tmp_path):
 
 def test_training_images_regenerates_the_draws(phantom_run):
     recipe = load_recipe(TINY_PHANTOM)
-    law = train_mod.build_law(recipe)
-    chunks = list(train_mod.training_images(recipe, law, chunk=5))
+    law = recipes.build_law(recipe)
+    chunks = list(recipes.training_images(recipe, law, chunk=5))
     assert [c.shape for c in chunks] == [(40, 16, 16), (40, 16, 16), (16, 16, 16)]
     train_key = jax.random.split(jax.random.key(recipe.seed))[1]
-    step7 = train_mod.training_batch(law, train_key, 7, 8)
+    step7 = recipes.training_batch(law, train_key, 7, 8)
     np.testing.assert_array_equal(chunks[1][16:24], step7)
 
 
@@ -328,21 +331,21 @@ def test_digits_and_faces_recipes(tmp_path):
     }
     recipe = load_recipe(digits)
     assert recipe.data == {"manifold": "digits", "law": "empirical", "size": 8}
-    law = train_mod.build_law(recipe)
+    law = recipes.build_law(recipe)
     assert law.event_shape == (8, 8) and law.num_examples == 1797 and law.manifold is None
     x = law.sample(jax.random.key(0), (4, 2))
     assert x.shape == (4, 2, 8, 8) and float(x.min()) >= 0 and float(x.max()) <= 1
     result = train(digits, tmp_path, progress=False, evaluate=False)
     assert result.complete and np.all(np.isfinite(result.losses))
     assert networks.load_prior(tmp_path).manifold is None
-    (chunk,) = train_mod.training_images(recipe, law)
+    (chunk,) = recipes.training_images(recipe, law)
     assert chunk.shape == (1797, 8, 8)
     faces = load_recipe({"data": {"manifold": "faces"}, "net": {"kind": "unet"}})
-    config = train_mod.net_config(faces)
+    config = recipes.net_config(faces)
     assert config["shape"] == [25, 25] and config["kind"] == "unet"  # odd: padded inside
     # an MLP on flattened images is allowed too
     flat = load_recipe({"data": {"manifold": "digits", "size": 8}, "net": {"width": 16}})
-    assert train_mod.net_config(flat)["dim"] == 64 and "kind" not in train_mod.net_config(flat)
+    assert recipes.net_config(flat)["dim"] == 64 and "kind" not in recipes.net_config(flat)
 
 
 def test_mlp_recipe_hash_unchanged_by_the_net_kind():
@@ -350,8 +353,8 @@ def test_mlp_recipe_hash_unchanged_by_the_net_kind():
     plain = load_recipe(TINY)
     explicit = load_recipe(dict(TINY, net=dict(TINY["net"], kind="mlp")))
     assert plain.net["kind"] == "mlp" and plain.config_sha256 == explicit.config_sha256
-    shipped = load_recipe(networks.PRIORS_DIR / "circle-vonmises" / "recipe.toml")
-    card = networks.read_card(networks.PRIORS_DIR / "circle-vonmises")
+    shipped = load_recipe(priorfile.PRIORS_DIR / "circle-vonmises" / "recipe.toml")
+    card = priorfile.read_card(priorfile.PRIORS_DIR / "circle-vonmises")
     assert shipped.config_sha256 == card["recipe_config_sha256"]
 
 

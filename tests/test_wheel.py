@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from bip import _data, networks, problems
+from bip import _data, priorfile, problems
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "bip", "priors", "problems")
@@ -55,10 +55,10 @@ def wheel(tmp_path_factory) -> Path:
 
 
 def test_shipped_data_is_found_in_the_checkout():
-    assert sorted(networks.available_priors()) == sorted(
+    assert sorted(priorfile.available_priors()) == sorted(
         p.name for p in (REPO / "priors").iterdir() if (p / "model.json").is_file()
     )
-    assert len(networks.available_priors()) == 4
+    assert len(priorfile.available_priors()) == 4
     assert problems.available_problems() == sorted(
         p.stem for p in (REPO / "problems").glob("*.toml")
     )
@@ -93,7 +93,7 @@ def test_wheel_holds_the_modules_data_and_metadata(wheel):
     assert modules <= set(files), f"modules missing from the wheel: {modules - set(files)}"
     expected = {f"bip/_data/problems/{p.name}" for p in (REPO / "problems").glob("*.toml")}
     expected.add("bip/_data/priors/README.md")
-    for name in networks.available_priors():
+    for name in priorfile.available_priors():
         expected |= {f"bip/_data/priors/{name}/{f}" for f in PRIOR_FILES}
         if (REPO / "priors" / name / "samples.png").is_file():
             expected.add(f"bip/_data/priors/{name}/samples.png")
@@ -137,11 +137,11 @@ def test_wheel_in_a_fresh_venv_loads_every_prior_and_a_spec_by_name(wheel, tmp_p
     assert result.returncode == 0, result.stderr
 
     script = """
-import json, bip, bip.networks, bip.priors, bip.problems
-names = bip.networks.available_priors()
+import json, bip, bip.priorfile, bip.priors, bip.problems
+names = bip.priorfile.available_priors()
 loaded = {name: bip.priors.load(name).name for name in names}  # sha256-checked
 spec = bip.problems.load("ct-phantom-16")
-print(json.dumps(dict(bip=bip.__file__, priors_dir=str(bip.networks.PRIORS_DIR), loaded=loaded,
+print(json.dumps(dict(bip=bip.__file__, priors_dir=str(bip.priorfile.PRIORS_DIR), loaded=loaded,
                       spec=spec["_path"], views=spec["operator"]["views"])))
 """
     result = subprocess.run(
@@ -151,7 +151,7 @@ print(json.dumps(dict(bip=bip.__file__, priors_dir=str(bip.networks.PRIORS_DIR),
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(out["bip"]).is_relative_to(purelib), out["bip"]  # the wheel's bip, not the repo's
     assert Path(out["priors_dir"]) == purelib / "bip" / "_data" / "priors"
-    assert sorted(out["loaded"]) == sorted(networks.available_priors())
+    assert sorted(out["loaded"]) == sorted(priorfile.available_priors())
     assert Path(out["spec"]) == purelib / "bip" / "_data" / "problems" / "ct-phantom-16.toml"
     assert out["views"] == 16
 
