@@ -96,10 +96,17 @@ class Reference(NamedTuple):
 
 
 @dataclass(frozen=True)
-class _Chart:
-    """A law's chart in bip's terms: ``chart (n,) -> event``, ``log_density (n,) -> ()`` with
-    respect to ``du`` (up to a constant), the box ``lower``/``upper`` of the non-periodic
-    coordinates and which coordinates are periodic (period ``2 pi``)."""
+class Chart:
+    """A law's chart as the references use it (build it with ``chart_of``).
+
+    Attributes:
+        dim: number ``n`` of chart coordinates.
+        chart: ``Phi``, one point ``(n,) -> (*event_shape)``.
+        log_density: ``log p(u)`` with respect to ``du``, up to a constant, ``(n,) -> ()``.
+        lower, upper: the box ``(k,)`` of the ``k`` non-periodic coordinates.
+        periodic: which coordinates are angles of period ``2 pi``.
+        event_shape: the shape of ``Phi(u)``.
+    """
 
     dim: int
     chart: Callable[[Array], Array]
@@ -115,22 +122,31 @@ class _Chart:
         return 0.5 * jnp.linalg.slogdet(jac.T @ jac)[1]
 
 
-def chart_of(law) -> _Chart:
-    """The chart description of an exact-chart law (circle/ellipse/sphere laws, phantoms)."""
+def chart_of(law) -> Chart:
+    """The ``Chart`` of an exact-chart law: ``VonMises``/``Uniform`` on a ``Circle`` or
+    ``Ellipse`` (one periodic angle), ``VonMisesFisher``/``Uniform`` on a ``Sphere``
+    (hyperspherical angles: ``dim - 2`` in ``(0, pi)``, the last periodic) or a
+    ``bip.images.PhantomLaw`` (the parameter box, uniform).
+
+    Example:
+        >>> chart = bip.references.chart_of(bip.images.PhantomLaw(bip.images.PhantomManifold()))
+        >>> chart.dim, chart.event_shape
+        (6, (32, 32))
+    """
     from bip import images, manifolds
 
     if isinstance(law, images.PhantomLaw):
         m = law.manifold
         lo, hi = (np.asarray(v, float) for v in m.bounds)
         n = m.intrinsic_dim
-        return _Chart(
+        return Chart(
             n, m._chart, lambda u: jnp.zeros((), u.dtype), lo, hi, (False,) * n, m.event_shape
         )
     manifold = getattr(law, "manifold", None)
     if isinstance(manifold, manifolds.Circle | manifolds.Ellipse) and hasattr(
         law, "chart_log_density"
     ):
-        return _Chart(
+        return Chart(
             1,
             lambda u: manifold.chart(u[0]),
             lambda u: law.chart_log_density(u[0]),
@@ -151,7 +167,7 @@ def chart_of(law) -> _Chart:
             volume = jnp.sum(jnp.arange(n - 1, 0, -1) * jnp.log(jnp.abs(jnp.sin(u[:-1]))))
             return kappa * jnp.dot(mu, x) / manifold.radius + volume
 
-        return _Chart(
+        return Chart(
             n,
             manifold.chart,
             log_density,
@@ -167,7 +183,7 @@ def chart_of(law) -> _Chart:
     )
 
 
-def _check_likelihood(likelihood, chart: _Chart):
+def _check_likelihood(likelihood, chart: Chart):
     if likelihood is None:
         return
     if tuple(likelihood.event_shape) != tuple(chart.event_shape):
@@ -180,7 +196,7 @@ def _check_likelihood(likelihood, chart: _Chart):
 # --------------------------------------------------------------------------- NUTS
 
 
-def _model(chart: _Chart, log_target: Callable[[Array], Array]):
+def _model(chart: Chart, log_target: Callable[[Array], Array]):
     box = [i for i, p in enumerate(chart.periodic) if not p]
     angles = [i for i, p in enumerate(chart.periodic) if p]
     dtype = jnp.result_type(float)
@@ -230,7 +246,7 @@ def _draw_coordinates(rng_key, chart, log_target, settings) -> tuple[Array, dict
     return u, _diagnostics(u, chart, extra)
 
 
-def _diagnostics(u: Array, chart: _Chart, extra: dict) -> dict:
+def _diagnostics(u: Array, chart: Chart, extra: dict) -> dict:
     values = np.array(u, float)
     for i, periodic in enumerate(chart.periodic):
         if periodic:  # read the angle about its circular mean, away from the cut at +-pi
@@ -286,7 +302,7 @@ def _raw_key(rng_key):
 # --------------------------------------------------------------------------- references
 
 
-def _gaussian_parts(likelihood, chart: _Chart, sigma: float):
+def _gaussian_parts(likelihood, chart: Chart, sigma: float):
     """``(W, w0, L)``: the whitened operator ``W = L^-1 M`` ``(m, d)`` and observation
     ``w0 = L^-1 y`` ``(m,)``, with ``M`` the operator's matrix and ``L`` the Cholesky factor of
     ``C = diag(s^2) + sigma^2 M M^T``, so that ``log N(y; M phi, C) = -|w0 - W phi|^2 / 2``
