@@ -9,12 +9,14 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "arviz",
     "baselines",
     "cards",
     "errors",
     "experiments",
     "images",
     "likelihoods",
+    "linop",
     "manifolds",
     "metrics",
     "networks",

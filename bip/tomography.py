@@ -91,7 +91,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from bip import _checks
-from bip.operators import Operator
+from bip.linop import Operator
 
 Array = jax.Array
 
