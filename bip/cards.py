@@ -72,7 +72,7 @@ def evaluate(prior: ScorePrior, law, recipe: Recipe) -> dict[str, Any]:
         >>> recipe = bip.recipes.load_recipe("priors/circle-vonmises/recipe.toml")
         >>> law = bip.recipes.build_law(recipe)
         >>> quality = evaluate(bip.networks.load_prior("circle-vonmises"), law, recipe)
-        >>> quality["rel_error_at_0.1"]                      # about 0.02
+        >>> quality["rel_error_at_0.1"]          # 0.032 in the shipped card (4096 points)
     """
     seed = recipe.seed
     if recipe.data["manifold"] in IMAGE_MANIFOLDS:
