@@ -248,6 +248,7 @@ def validate(raw: dict, origin: str = "<spec>") -> dict:
             raise SpecError(f"{origin}: 'robustness.size_min' must be below 'size_max'")
     if spec["sampler"]["steps"] < spec["sampler"]["thin"]:
         raise SpecError(f"{origin}: 'sampler.steps' must be at least 'sampler.thin'")
+    spec["_origin"] = origin  # later errors (build) name the same file
     return spec
 
 
@@ -324,7 +325,7 @@ class Problem:
 
 
 def _origin(spec: dict) -> str:
-    return spec.get("_path") or "<spec>"
+    return spec.get("_path") or spec.get("_origin") or "<spec>"
 
 
 def _spec_file(spec: dict, key: str) -> Path:
