@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "arviz",
     "baselines",
+    "bessel",
     "cards",
     "errors",
     "experiments",
@@ -37,7 +38,9 @@ _SUBMODULES = (
     "solve",
     "streaming",
     "targets",
+    "tomography",
     "train",
+    "tv",
 )
 
 

@@ -145,3 +145,12 @@ def test_module_size(name):
         assert lines > MAX_LINES, f"{name} has {lines} lines now: remove it from OVER_LIMIT"
     else:
         assert lines <= MAX_LINES, f"{name} has {lines} lines (limit {MAX_LINES}): split it"
+
+
+def test_every_public_module_is_an_attribute_of_bip():
+    """``import bip; bip.<module>`` works for every public module (lazily imported)."""
+    import bip
+
+    here = Path(bip.__file__).parent
+    public = {p.stem for p in here.glob("*.py") if not p.stem.startswith("_")} - {"cli"}
+    assert public == set(bip._SUBMODULES)
