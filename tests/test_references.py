@@ -14,7 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bip import likelihoods, manifolds, metrics, operators, priors, references, targets
+from bip import (
+    images,
+    likelihoods,
+    manifolds,
+    metrics,
+    operators,
+    posteriors,
+    priors,
+    references,
+    targets,
+)
 
 NUM_BINS = 18
 SETTINGS = dict(num_chains=200, num_samples=500, num_warmup=200)
@@ -118,6 +128,15 @@ def test_conditional_draws_have_the_closed_form_law(key):
     np.testing.assert_allclose(np.cov(x.T), cov, atol=0.02 * np.max(np.abs(cov)))
 
 
+def _small_ct(key):
+    """8-view CT of a 16x16 phantom with free centre, noise 0.5; the remaining 4 keys."""
+    law = images.PhantomLaw(images.PhantomManifold(size=16, free=("cx", "cy")))
+    k_truth, k_noise, *keys = jax.random.split(key, 6)
+    radon = operators.radon(16, jnp.linspace(0.0, 180.0, 8, endpoint=False))
+    y = radon(law.sample(k_truth)) + 0.5 * jax.random.normal(k_noise, radon.output_shape)
+    return law, likelihoods.gaussian(radon, y, 0.5), keys
+
+
 def test_bip_langevin_matches_exact_phantom_posterior(key):
     """A cheap version of bench/check_references.py (there: 32x32, 6 parameters, 16 views):
     8-view CT of a 16x16 phantom with free centre, noise 0.5, sigma = 0.05, alpha = 0. bip's
@@ -126,13 +145,7 @@ def test_bip_langevin_matches_exact_phantom_posterior(key):
     reference-vs-reference floor at 320 draws each, per-pixel means within 3 Monte Carlo
     standard errors for >= 99% of pixels, pixel stds within 6% (ULA at c = 0.1 inflates them
     by about 2%: measured 1.02)."""
-    from bip import images, posteriors
-
-    law = images.PhantomLaw(images.PhantomManifold(size=16, free=("cx", "cy")))
-    k_truth, k_noise, k_ref, k_init, k_run, k_cmp = jax.random.split(key, 6)
-    radon = operators.radon(16, jnp.linspace(0.0, 180.0, 8, endpoint=False))
-    y = radon(law.sample(k_truth)) + 0.5 * jax.random.normal(k_noise, radon.output_shape)
-    lik = likelihoods.gaussian(radon, y, 0.5)
+    law, lik, (k_ref, k_init, k_run, k_cmp) = _small_ct(key)
     ref = references.generic_finite_sigma(
         k_ref, law, lik, 0.05, num_chains=4, num_samples=400, num_warmup=200, thin=2
     )
@@ -160,3 +173,32 @@ def test_sphere_von_mises_fisher_mean(key):
     assert ref.diagnostics["rhat_max"] < 1.01
     expected = (1 / math.tanh(5.0) - 1 / 5.0) * np.asarray(mu)
     np.testing.assert_allclose(np.asarray(ref.x).mean(axis=(0, 1)), expected, atol=0.015)
+
+
+@pytest.mark.slow
+def test_maxent_sampler_approaches_the_limit_as_sigma_falls(key):
+    """alpha = 1 on the CT problem above (a cheap version of ``bench/check_references.py
+    maxent``): the energy distance between the chart coordinates of bip's draws (nearest
+    point, box-normalised; 16 chains x 20 draws, ULA c = 0.25) and the maximum-entropy limit
+    falls monotonically over sigma = 0.2, 0.1, 0.05, 0.025 (measured 0.0035, 0.0027, 0.0018,
+    0.0011; floor of two limit sets 0.00015)."""
+    law, lik, (k_ref, k_init, k_run, _) = _small_ct(key)
+    limit = references.maxent_limit(
+        k_ref, law, lik, num_chains=4, num_samples=400, num_warmup=200, thin=2
+    )
+    lo, hi = (np.asarray(v) for v in law.manifold.bounds)
+    u_limit = ((np.asarray(limit.u) - lo) / (hi - lo)).reshape(-1, 2)
+    floor = references.energy_distance(u_limit[:320], u_limit[320:640])
+    x0 = law.sample(k_init, (16,))
+    distances = []
+    for i, sigma in enumerate((0.2, 0.1, 0.05, 0.025)):
+        run = posteriors.sample(
+            jax.random.fold_in(k_run, i), priors.exact(law), lik, sigma=sigma, alpha=1.0,
+            num_chains=16, num_steps=600, burn_in=300, thin=30, c=0.25, initial_positions=x0,
+            progress=False,
+        )  # fmt: skip
+        draws = jnp.asarray(run.samples).reshape((-1, 16, 16))
+        u = (np.asarray(law.manifold.coordinate(draws)) - lo) / (hi - lo)
+        distances.append(references.energy_distance(u, u_limit[: u.shape[0]]))
+    assert np.all(np.diff(distances) < 0), distances
+    assert distances[-1] > 3 * floor  # still resolved above the noise at the smallest sigma
