@@ -425,9 +425,10 @@ def _drive(advance, carry, total: int, plan, *, collect=None, chunk_size=None, b
     last = None
     with _SigintFlag() as flag:
         while True:
-            depth = 2 if pacer.measured else 1
-            while dispatched < total and len(pending) < depth and not flag.raised:
-                units, args = plan(dispatched, pacer.size)
+            size, measured, stop = _agree(pacer.size, pacer.measured, flag.raised)
+            depth = 2 if measured else 1
+            while dispatched < total and len(pending) < depth and not stop:
+                units, args = plan(dispatched, size)
                 started = time.perf_counter()
                 carry, out = advance(carry, *args)
                 pending.append((units, args, carry, out, started))
@@ -445,7 +446,20 @@ def _drive(advance, carry, total: int, plan, *, collect=None, chunk_size=None, b
             done += units
             if bar is not None:
                 bar.update(done)
-        return carry, done, flag.raised
+        return carry, done, stop
+
+
+def _agree(size: int, measured: bool, raised: bool) -> tuple[int, bool, bool]:
+    """The chunk plan every process follows: in a multi-process run (``jax.distributed``)
+    all processes must run the same chunks, so they take the smallest chunk size, pipeline
+    only when all have timed a chunk, and stop when any was interrupted."""
+    if jax.process_count() == 1:
+        return size, measured, raised
+    from jax.experimental import multihost_utils
+
+    local = np.array([size, int(measured), int(raised)], np.int64)
+    every = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, 3)
+    return int(every[:, 0].min()), bool(every[:, 1].all()), bool(every[:, 2].any())
 
 
 def _drive_range(
