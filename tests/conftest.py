@@ -30,3 +30,9 @@ import pytest  # noqa: E402
 def key():
     """A fixed PRNG key; every test that draws randomness starts from it."""
     return jax.random.key(20261123)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the long (``slow``) tests first: with ``-n 2 --dist worksteal`` the two workers
+    then end on short tests and finish together instead of one waiting on a long tail."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

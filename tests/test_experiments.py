@@ -36,6 +36,7 @@ def test_rate_separation_slopes_exact_prior_match_science_md():
     assert exact["1.5"]["0.1"] == pytest.approx(10.1, rel=0.1)
 
 
+@pytest.mark.slow
 def test_rate_separation_slopes_sampled_and_exact_posterior():
     sweep = experiments.circle_sweep(
         SIGMAS,

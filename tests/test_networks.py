@@ -287,6 +287,7 @@ def _random_unet(key, config=UCFG, scale=0.1):
     return _random_net(key, config, scale)
 
 
+@pytest.mark.slow
 def test_unet_shapes_dtypes_and_fresh_gaussian_score(key):
     # 12 x 10 is not a multiple of patch * 2^(levels - 1) = 4: padded and cropped back
     fresh = networks.build_network(UCFG, 0)
@@ -471,6 +472,7 @@ def test_shipped_circle_card_records_the_fig2_numbers():
     )
 
 
+@pytest.mark.slow
 def test_learned_phantom_langevin_samples_stay_near_the_manifold(key):
     """The phantom card's distance claim on a small batch: Langevin with the shipped U-Net at
     sigma = 0.01 from data images keeps its samples within 0.1 of the image norm of the

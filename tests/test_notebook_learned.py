@@ -8,9 +8,11 @@ samples, 30 levels: nearest-training-image medians vs the data's own about 0.60 
 (standard Langevin, 40 steps, raw) and 0.02 (TS-0.25, denoised).
 """
 
+import pytest
 from test_notebooks import _execute
 
 
+@pytest.mark.slow
 def test_learned_priors_notebook(tmp_path, monkeypatch):
     out = _execute("learned_priors.ipynb", tmp_path, monkeypatch)
     for curve in ("circle-vonmises", "ellipse-vonmises"):

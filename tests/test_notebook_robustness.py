@@ -6,6 +6,7 @@ from test_notebooks import _execute
 EXPECTED = {"0.0": 0.0, "1.0": -1.0, "1.5": -1.5}
 
 
+@pytest.mark.slow
 def test_robustness_notebook_slopes(tmp_path, monkeypatch):
     out = _execute("robustness.ipynb", tmp_path, monkeypatch)
     for label in ("prior", "posterior"):

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 
@@ -45,6 +47,7 @@ def test_operator_example_prints_what_the_readme_says(tmp_path):
     assert abs(float(lines[2]) - 2.0) < 0.05  # "~2"
 
 
+@pytest.mark.slow
 def test_other_examples_run(tmp_path):
     for block in BLOCKS:
         if "from_function(finite_difference" in block or "multihost" in block:

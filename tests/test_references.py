@@ -76,6 +76,7 @@ def test_generic_limit_matches_quadrature(circle_problem, key):
     _check_reference(ref, exact, targets.limit_angular_law(law, 1.0, lik.potential))
 
 
+@pytest.mark.slow
 def test_maxent_limit_matches_quadrature(key):
     """The uniform-on-the-ellipse posterior (volume element sqrt(a^2 sin^2 + b^2 cos^2))."""
     ellipse = manifolds.Ellipse(1.0, 2.0)
@@ -137,6 +138,7 @@ def _small_ct(key):
     return law, likelihoods.gaussian(radon, y, 0.5), keys
 
 
+@pytest.mark.slow
 def test_bip_langevin_matches_exact_phantom_posterior(key):
     """A cheap version of bench/check_references.py (there: 32x32, 6 parameters, 16 views):
     8-view CT of a 16x16 phantom with free centre, noise 0.5, sigma = 0.05, alpha = 0. bip's

@@ -196,6 +196,7 @@ MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_steps_when_streaming():
     """Peak RSS of a 10^5-step streaming run is that of a 10^3-step one; keeping samples grows
     it by their size (64 chains x 10^5 steps x 2 x 8 B = 98 MB)."""

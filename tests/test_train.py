@@ -323,6 +323,7 @@ def test_training_images_regenerates_the_draws(phantom_run):
     np.testing.assert_array_equal(chunks[1][16:24], step7)
 
 
+@pytest.mark.slow
 def test_digits_and_faces_recipes(tmp_path):
     digits = {
         "data": {"manifold": "digits", "size": 8},
