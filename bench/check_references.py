@@ -50,7 +50,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bip import posteriors, problems, references, samplers  # noqa: E402
+from bip import metrics, posteriors, problems, references, samplers  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SIGMAS = (0.2, 0.1, 0.05, 0.025)
@@ -139,8 +139,8 @@ def maxent(args) -> dict:
         rows.append(
             {
                 "sigma": sigma,
-                "energy_distance": references.energy_distance(u, a),
-                "floor": references.energy_distance(a, b),
+                "energy_distance": metrics.energy_distance(u, a),
+                "floor": metrics.energy_distance(a, b),
                 "max_mean_shift_in_std": float(np.max(np.abs(u.mean(0) - mean_lim) / std_lim)),
                 "std_ratio": [float(v) for v in u.std(0) / std_lim],
                 "diverged": diverged,

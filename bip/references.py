@@ -69,7 +69,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.infer import MCMC, NUTS
 
-from bip import _checks
+from bip import _checks, metrics
 
 Array = jax.Array
 
@@ -443,23 +443,6 @@ def maxent_limit(
 # --------------------------------------------------------------------------- checks
 
 
-def energy_distance(a: Array, b: Array) -> float:
-    """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` (V-statistic) of two samples
-    ``(n, k)`` and ``(m, k)``, from Gram matrices: memory ``O(n m)``, not ``O(n m k)``, so it
-    suits image draws (``k`` pixels) where ``bip.metrics.energy_distance`` would not fit."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"samples must be (n, k) and (m, k), got {a.shape} and {b.shape}")
-    _checks.finite("a", a)
-    _checks.finite("b", b)
-
-    def mean_norm(p, q):
-        sq = np.sum(p**2, 1)[:, None] + np.sum(q**2, 1)[None, :] - 2.0 * p @ q.T
-        return float(np.mean(np.sqrt(np.maximum(sq, 0.0))))
-
-    return 2.0 * mean_norm(a, b) - mean_norm(a, a) - mean_norm(b, b)
-
-
 def compare(rng_key: Array, samples: Array, reference: Reference) -> dict:
     """How far sampler draws are from an exact reference, in units of Monte Carlo noise.
 
@@ -499,8 +482,8 @@ def compare(rng_key: Array, samples: Array, reference: Reference) -> dict:
     order = np.asarray(jax.random.permutation(rng_key, flat_ref.shape[0]))
     set_a, set_b = flat_ref[order[:n]], flat_ref[order[n : 2 * n]]
     flat = chains_first.reshape(n, -1)
-    distance = energy_distance(flat, set_a)
-    floor = energy_distance(set_a, set_b)
+    distance = metrics.energy_distance(flat, set_a)
+    floor = metrics.energy_distance(set_a, set_b)
 
     def mean_and_se(x):
         ess = np.asarray(numpyro.diagnostics.effective_sample_size(x), float)

@@ -190,7 +190,7 @@ def test_maxent_sampler_approaches_the_limit_as_sigma_falls(key):
     )
     lo, hi = (np.asarray(v) for v in law.manifold.bounds)
     u_limit = ((np.asarray(limit.u) - lo) / (hi - lo)).reshape(-1, 2)
-    floor = references.energy_distance(u_limit[:320], u_limit[320:640])
+    floor = metrics.energy_distance(u_limit[:320], u_limit[320:640])
     x0 = law.sample(k_init, (16,))
     distances = []
     for i, sigma in enumerate((0.2, 0.1, 0.05, 0.025)):
@@ -201,6 +201,6 @@ def test_maxent_sampler_approaches_the_limit_as_sigma_falls(key):
         )  # fmt: skip
         draws = jnp.asarray(run.samples).reshape((-1, 16, 16))
         u = (np.asarray(law.manifold.coordinate(draws)) - lo) / (hi - lo)
-        distances.append(references.energy_distance(u, u_limit[: u.shape[0]]))
+        distances.append(metrics.energy_distance(u, u_limit[: u.shape[0]]))
     assert np.all(np.diff(distances) < 0), distances
     assert distances[-1] > 3 * floor  # still resolved above the noise at the smallest sigma
