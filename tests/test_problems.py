@@ -125,7 +125,23 @@ def test_shipped_specs_validate():
 # --------------------------------------------------------------------------- imaging specs
 
 PROBLEMS = Path(__file__).resolve().parent.parent / "problems"
-IMAGE_SPECS = sorted(p.name for p in PROBLEMS.glob("*.toml") if p.name != "circle-toy.toml")
+# Solved as shipped here. The other image specs are solved elsewhere in the suite, so that the
+# run stays under 10 minutes: deblur-digits and ct-phantom-16-learned are the problems of
+# notebooks/imaging.ipynb (same truth, operator, noise and prior, fewer chains; its test
+# asserts the same margins over the best baseline), robustness-phantom is the zero-error cell
+# of the imaging rate-separation notebook (tests/test_notebook_imaging.py) and of
+# tests/test_report.py. `python -m bench.specs_table` solves all of them as shipped.
+COVERED_ELSEWHERE = {"deblur-digits.toml", "ct-phantom-16-learned.toml", "robustness-phantom.toml"}
+IMAGE_SPECS = sorted(
+    p.name
+    for p in PROBLEMS.glob("*.toml")
+    if p.name != "circle-toy.toml" and p.name not in COVERED_ELSEWHERE
+)
+
+
+def test_every_image_spec_is_solved_somewhere():
+    shipped = {p.name for p in PROBLEMS.glob("*.toml")} - {"circle-toy.toml"}
+    assert shipped == set(IMAGE_SPECS) | COVERED_ELSEWHERE
 
 
 @pytest.mark.slow
