@@ -8,6 +8,7 @@ so ``chex.assert_max_traces``) is not.
 """
 
 import os
+import signal
 import tempfile
 
 import jax
@@ -24,6 +25,12 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 import pytest  # noqa: E402
+
+# A run started in the background by a shell without job control (`(pytest ... &)`, some CI
+# launchers) inherits SIGINT *ignored*, and bip rightly keeps ignoring it; the Ctrl-C tests
+# (in this process and in the CLI processes they start) need it delivered.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
