@@ -13,6 +13,7 @@ _SUBMODULES = (
     "baselines",
     "bessel",
     "cards",
+    "ct",
     "errors",
     "experiments",
     "images",

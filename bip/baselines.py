@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bip import _checks, metrics, operators
+from bip import _checks, ct, metrics, operators
 
 Array = jax.Array
 
@@ -270,7 +270,7 @@ def _smooth_detector(sinogram: Array, width: Array) -> Array:
 
 
 def _fbp(offsets: Array, filt: Array, sinogram: Array, width: Array) -> Array:
-    return operators._fbp(offsets, filt, _smooth_detector(sinogram, width))
+    return ct._fbp(offsets, filt, _smooth_detector(sinogram, width))
 
 
 _fbp_jit = jax.jit(_fbp)
@@ -306,7 +306,7 @@ def fbp(op: operators.Operator, y: Array, filter: str = "ramp", width: float = 1
     n, num_angles = op.output_shape
     y = jnp.asarray(y)
     _checks.event_shape("y", y, (n, num_angles))
-    filt = jnp.asarray(operators._fbp_filter(n, filter), y.dtype)
+    filt = jnp.asarray(ct._fbp_filter(n, filter), y.dtype)
     return _fbp_jit(op.params.offsets, filt, y, jnp.asarray(width, y.dtype))
 
 
@@ -417,7 +417,7 @@ def classical(
     if isinstance(op.params, operators.RadonParams):
         candidates = []
         for name in FBP_FILTERS:
-            filt = jnp.asarray(operators._fbp_filter(op.output_shape[0], name), y.dtype)
+            filt = jnp.asarray(ct._fbp_filter(op.output_shape[0], name), y.dtype)
             estimate = partial(_fbp_grid, op.params.offsets, filt)
             found, score = _choose(estimate, 0.03, 30.0, y, truth, validation)
             candidates.append((score, {"filter": name, "width": found.pop("value"), **found}))

@@ -12,6 +12,7 @@ import skimage.data
 from skimage.transform import iradon, resize
 from skimage.transform import radon as sk_radon
 
+from bip import ct
 from bip import operators as ops
 
 # The resized phantom is not exactly zero outside the inscribed circle: skimage warns, and
@@ -117,11 +118,11 @@ def test_floor_and_weight_agree_at_whole_pixels():
     # index and weight taken from different roundings put the sample one pixel off.
     k = 5.0
     assert np.floor(k - 1e-13) == k - 1 and np.floor(k + 1e-13) == k
-    tol = ops._snap_tolerance(64, np.float64)
+    tol = ct._snap_tolerance(64, np.float64)
     assert 1e-13 < tol < 1e-12
     coords = np.array([k - 1e-13, k + 1e-13, k, k - 0.25, k + 0.75, -1e-13, k - 2 * tol])
-    jitted = jax.jit(lambda c: ops._floor_and_weight(c, tol))
-    for index, weight in (ops._floor_and_weight(coords, tol), jitted(jnp.asarray(coords))):
+    jitted = jax.jit(lambda c: ct._floor_and_weight(c, tol))
+    for index, weight in (ct._floor_and_weight(coords, tol), jitted(jnp.asarray(coords))):
         index, weight = np.asarray(index), np.asarray(weight)
         np.testing.assert_array_equal(index, [5, 5, 5, 4, 5, 0, 4])
         np.testing.assert_array_equal(weight[:3], 0.0)  # both roundings: pixel k, weight 0
@@ -132,11 +133,11 @@ def test_floor_and_weight_agree_at_whole_pixels():
 
 def test_radon_grid_is_exact_and_the_same_everywhere():
     n, angles = 33, np.array([0.0, 45.0, 90.0, 135.0, 180.0, 270.0, 17.5])
-    cos, sin = ops._cos_sin_degrees(np.array([0.0, 90.0, 180.0, 270.0, -90.0, 360.0]))
+    cos, sin = ct._cos_sin_degrees(np.array([0.0, 90.0, 180.0, 270.0, -90.0, 360.0]))
     np.testing.assert_array_equal(cos, [1, 0, -1, 0, 0, 1])
     np.testing.assert_array_equal(sin, [0, 1, 0, -1, -1, 0])
-    tables = ops._rotation_tables(angles, n)
-    row, col = ops._rotated_grid(tables, n)  # NumPy: the coordinates of the dense build
+    tables = ct._rotation_tables(angles, n)
+    row, col = ct._rotated_grid(tables, n)  # NumPy: the coordinates of the dense build
     m, k = n // 2, np.arange(n)
     # whole pixels exactly: every sample at 0/90/180/270 degrees, the diagonal at 45
     np.testing.assert_array_equal(row[0], np.broadcast_to(k[:, None], (n, n)))
@@ -145,7 +146,7 @@ def test_radon_grid_is_exact_and_the_same_everywhere():
     np.testing.assert_array_equal(row[1][k, k], m)
     # the interp method's coordinates, computed under jit, equal the NumPy ones bit for bit
     params = ops.radon(n, angles, method="interp").params
-    grid = jax.jit(ops._rotated_grid, static_argnums=1)(params.offsets, n)
+    grid = jax.jit(ct._rotated_grid, static_argnums=1)(params.offsets, n)
     for got, ref in zip(grid, (row, col), strict=True):
         np.testing.assert_array_equal(np.asarray(got), ref)
     # the dense matrix: the same bits eagerly and with traced angles under jit
@@ -157,7 +158,7 @@ def test_radon_grid_is_exact_and_the_same_everywhere():
 
 
 def test_radon_auto_method_and_traced_angles():
-    assert ops._auto_radon_method(64, 64) == "dense"  # 2^24 entries
+    assert ct._auto_radon_method(64, 64) == "dense"  # 2^24 entries
     assert ops.radon(64, np.zeros(65)).params.matrix is None
     assert ops.radon(16, ODD_ANGLES).params.matrix.shape == (16 * 7, 16 * 16)
     img = _phantom(16)

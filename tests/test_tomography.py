@@ -165,10 +165,10 @@ def test_bad_input():
 
 
 def test_radon_auto_picks_shear_above_the_dense_bound():
-    from bip import operators
+    from bip import ct, operators
 
-    assert operators._auto_radon_method(64, 64) == "dense"
-    assert operators._auto_radon_method(65, 64) == "shear"
+    assert ct._auto_radon_method(64, 64) == "dense"
+    assert ct._auto_radon_method(65, 64) == "shear"
     angles = _angles(13)
     op = operators.radon(16, angles, method="shear")
     x = jax.random.normal(jax.random.key(3), (2, 16, 16))
