@@ -22,7 +22,6 @@ MAX_LINES = 700
 OVER_LIMIT = {
     "bip.samplers": 1009,  # ULA/MALA/reverse diffusion + chain loops (issue 14 item 2)
     "bip.experiments": 809,  # sweeps + drifts (issue 14 items 2, 3)
-    "bip.tomography": 802,  # parallel/fan-beam geometry + ASTRA cross-checks
 }
 
 
