@@ -71,9 +71,15 @@ def test_diagnostics_autocorrelation_ess_and_rhat():
     out = streaming.accumulate(streaming.diagnostics(), jnp.asarray(x + 100.0))
     np.testing.assert_allclose(out.mean, x.mean(0) + 100.0, rtol=1e-12)
     np.testing.assert_allclose(out.variance, x.var(0), rtol=1e-8)
-    assert float(jnp.mean(out.autocorr)) == pytest.approx(rho, abs=0.03)
-    assert float(jnp.mean(out.ess)) == pytest.approx(n * (1 - rho) / (1 + rho), rel=0.15)
-    assert float(out.rhat) == pytest.approx(1.0, abs=0.02)
+    # Noise of the chain-averaged lag-1 estimate: sqrt((1 - rho^2) / n) / sqrt(chains) =
+    # 0.0024 (measured over 40 seeds: sd 0.0026, mean 0.799). The AR(1) ESS inherits it as
+    # 2 / (1 - rho^2) = 5.6 times that, relatively: 1.3% (measured 1.4%, mean 447 vs 444).
+    # R-hat ~ 1 + (tau - 1) / (2 n) with tau = (1 + rho) / (1 - rho) = 9: 1.001, sd about
+    # tau / n * sqrt(2 / (chains - 1)) / 2 = 0.0004 (measured mean 1.0009, sd 0.0004).
+    # Bounds: 4, 3.8 and 3.7 sds.
+    assert float(jnp.mean(out.autocorr)) == pytest.approx(rho, abs=0.01)
+    assert float(jnp.mean(out.ess)) == pytest.approx(n * (1 - rho) / (1 + rho), rel=0.05)
+    assert float(out.rhat) == pytest.approx(1.001, abs=0.0015)
     shifted = x + np.arange(chains)  # chains that disagree: R-hat far above 1
     assert float(streaming.accumulate(streaming.diagnostics(), jnp.asarray(shifted)).rhat) > 2
 
