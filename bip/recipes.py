@@ -34,6 +34,8 @@ Image priors (single-channel images, a ``bip.networks.UNet``)::
     manifold = "phantom"         # phantom (size, edge_width): bip.images.PhantomLaw, fresh
     size = 32                    #   draws every step | digits (size): bip.images.digits(size),
                                  #   a fixed set | faces: bip.images.faces(), 25x25, fixed
+                                 #   | ellipses (size, count, axes, intensity, radius):
+                                 #   bip.ellipses.RandomEllipseLaw, fresh draws every step
     [net]
     kind = "unet"                # mlp (default; images are flattened) | unet
     channels = 16                # first-level channels; level i has channels * channel_mult[i]
@@ -76,7 +78,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bip import images, manifolds
+from bip import ellipses, images, manifolds
 
 Array = jax.Array
 
@@ -99,18 +101,22 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "manifold": (
             "str",
             _REQUIRED,
-            ("circle", "ellipse", "sphere", "phantom", "digits", "faces"),
+            ("circle", "ellipse", "sphere", "phantom", "digits", "faces", "ellipses"),
         ),
-        "law": ("str", _REQUIRED, ("vonmises", "vmf", "uniform", "empirical")),
-        "radius": ("float", 1.0, ">0"),
+        "law": ("str", _REQUIRED, ("vonmises", "vmf", "uniform", "empirical", "random")),
         "a": ("float", 1.0, ">0"),
         "b": ("float", 2.0, ">0"),
         "dim": ("int", 3, ">=2"),
         "kappa": ("float", 1.0, ">=0"),
         "loc": ("float", 0.0, "finite"),
         "mean_direction": ("floats", None, None),
-        "size": ("int", None, ">=8"),  # default: 32 (phantom), 16 (digits)
+        "size": ("int", None, ">=8"),  # default: 32 (phantom), 16 (digits), 128 (ellipses)
         "edge_width": ("float", 1.0, ">0"),
+        # ellipses: RandomEllipseLaw's fields (defaults and ranges checked by the law)
+        "count": ("intpair", None, None),
+        "axes": ("floatpair", None, None),
+        "intensity": ("floatpair", None, None),
+        "radius": ("float", 1.0, ">0"),  # circle, sphere: 1.0; ellipses: the law's (0.9)
     },
     "net": {
         "kind": ("str", "mlp", ("mlp", "unet")),
@@ -152,23 +158,31 @@ _MANIFOLD_KEYS = {
     "phantom": {"size", "edge_width"},
     "digits": {"size"},
     "faces": set(),
+    "ellipses": {"size", "count", "axes", "intensity", "radius"},
 }
 _LAW_KEYS = {
     "vonmises": {"kappa", "loc"},
     "vmf": {"kappa", "mean_direction"},
     "uniform": set(),
     "empirical": set(),
+    "random": set(),
 }
 _LAW_MANIFOLDS = {
     "vonmises": ("circle", "ellipse"),
     "vmf": ("sphere",),
     "uniform": ("circle", "ellipse", "sphere", "phantom"),
     "empirical": ("digits", "faces"),
+    "random": ("ellipses",),
 }
-IMAGE_MANIFOLDS = ("phantom", "digits", "faces")
+IMAGE_MANIFOLDS = ("phantom", "digits", "faces", "ellipses")
 """``[data] manifold`` values whose points are single-channel images ``(h, w)``."""
-_DEFAULT_LAW = {"phantom": "uniform", "digits": "empirical", "faces": "empirical"}
-_DEFAULT_SIZE = {"phantom": 32, "digits": 16}
+_DEFAULT_LAW = {
+    "phantom": "uniform",
+    "digits": "empirical",
+    "faces": "empirical",
+    "ellipses": "random",
+}
+_DEFAULT_SIZE = {"phantom": 32, "digits": 16, "ellipses": 128}
 _NET_KEYS = {
     "mlp": {"kind", "width", "depth", "mlp_ratio", "num_frequencies", "sigma_data", "final_norm"},
     "unet": {
@@ -258,6 +272,17 @@ def _check_value(source, section, key, value, kind, constraint):
         ):
             _fail(source, section, key, f"must be a list of numbers, got {value!r}")
         return [float(v) for v in value]
+    if kind in ("intpair", "floatpair"):
+        numbers = isinstance(value, list) and len(value) == 2
+        numbers = numbers and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        )
+        if kind == "intpair":
+            numbers = numbers and all(float(v).is_integer() for v in value)
+        if not numbers:
+            what = "integers" if kind == "intpair" else "numbers"
+            _fail(source, section, key, f"must be a [min, max] pair of {what}, got {value!r}")
+        return [int(v) if kind == "intpair" else float(v) for v in value]
     if kind == "bool":
         if not isinstance(value, bool):
             _fail(source, section, key, f"must be true or false, got {value!r}")
@@ -396,6 +421,8 @@ def load_recipe(recipe: str | os.PathLike | Mapping[str, Any] | Recipe) -> Recip
     data = _validate_section(source, "data", data_raw, allowed)
     if "size" in data and data["size"] is None:
         data["size"] = _DEFAULT_SIZE[manifold]
+    if manifold == "ellipses":
+        data = _ellipse_data(source, data, data_raw)
     if data.get("mean_direction") is None:
         data.pop("mean_direction", None)
     elif len(data["mean_direction"]) != data["dim"] or not any(data["mean_direction"]):
@@ -469,15 +496,45 @@ def load_recipe(recipe: str | os.PathLike | Mapping[str, Any] | Recipe) -> Recip
     )
 
 
+def _ellipse_law(data: Mapping[str, Any]) -> ellipses.RandomEllipseLaw:
+    fields = ("size", "count", "axes", "intensity", "radius")
+    return ellipses.RandomEllipseLaw(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
+    )
+
+
+def _ellipse_data(source: str, data: dict[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[data]`` table of an ellipse recipe with the law's defaults filled in; the law's
+    own range checks, as a ``RecipeError`` naming the key."""
+    given_keys = {k for k in given if k in _MANIFOLD_KEYS["ellipses"]}
+    try:
+        law = _ellipse_law({k: data[k] for k in given_keys})
+    except ValueError as err:
+        key = next((k for k in sorted(given_keys) if str(err).startswith(k)), "")
+        _fail(source, "data", key or "law", str(err))
+    return {
+        "manifold": "ellipses",
+        "law": data["law"],
+        "size": law.size,
+        "count": list(law.count),
+        "axes": list(law.axes),
+        "intensity": list(law.intensity),
+        "radius": law.radius,
+    }
+
+
 def build_law(recipe: Recipe | str | os.PathLike | Mapping[str, Any]):
     """The data law that a recipe's ``[data]`` table describes.
 
     Toy manifolds give a law from ``bip.manifolds``; ``phantom`` a ``bip.images.PhantomLaw``
     (uniform on the parameter box, fresh images every step); ``digits`` and ``faces`` a
     ``bip.images.EmpiricalLaw`` of the fixed data set (``bip.images.digits(size)``,
-    ``bip.images.faces()``).
+    ``bip.images.faces()``); ``ellipses`` a ``bip.ellipses.RandomEllipseLaw`` (fresh images
+    every step).
     """
     data = load_recipe(recipe).data
+    if data["manifold"] == "ellipses":
+        return _ellipse_law(data)
     if data["manifold"] in IMAGE_MANIFOLDS:
         if data["manifold"] == "phantom":
             manifold = images.PhantomManifold(size=data["size"], edge_width=data["edge_width"])

@@ -7,8 +7,10 @@ import os
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 import bip.cli
+import bip.ellipses as ellipses
 import bip.networks as networks
 import bip.priorfile as priorfile
 import bip.recipes as recipes
@@ -396,8 +398,48 @@ def test_mlp_recipe_hash_unchanged_by_the_net_kind():
             {"data": {"manifold": "phantom"}, "training": {"sigma_sampling": "normal"}},
             r"\[training\] sigma_sampling: must be one of",
         ),
+        ({"data": {"manifold": "ellipses", "count": [5]}}, r"\[data\] count: must be a \[min"),
+        ({"data": {"manifold": "ellipses", "count": [1.5, 3]}}, r"count: .* of integers"),
+        ({"data": {"manifold": "ellipses", "count": [6, 3]}}, r"\[data\] count: count must"),
+        ({"data": {"manifold": "ellipses", "axes": [0.1, 0.95]}}, r"\[data\] axes: .*< radius"),
+        ({"data": {"manifold": "ellipses", "radius": 1.5}}, r"\[data\] radius: .*\(0, 1\]"),
+        ({"data": {"manifold": "ellipses", "edge_width": 1.0}}, r"edge_width: is not used"),
+        ({"data": {"manifold": "ellipses", "law": "uniform"}}, r"'uniform' is not defined"),
+        ({"data": {"manifold": "phantom", "count": [1, 2]}}, r"\[data\] count: is not used"),
     ],
 )
 def test_bad_image_recipes(recipe, needle):
     with pytest.raises(RecipeError, match=needle):
         load_recipe(recipe)
+
+
+def test_ellipses128_recipe(tmp_path):
+    # the shipped recipe of the 128x128 random-ellipse prior: the law it names, with the
+    # law's defaults filled in, and a network under the 10 MB of float32 weights
+    path = priorfile.PRIORS_DIR / "ellipses128-unet" / "recipe.toml"
+    recipe = load_recipe(path)
+    assert recipe.name == "ellipses128-unet"
+    assert recipe.data == {
+        "manifold": "ellipses",
+        "law": "random",
+        "size": 128,
+        "count": [5, 15],
+        "axes": [0.05, 0.4],
+        "intensity": [0.1, 0.6],
+        "radius": 0.9,
+    }
+    assert recipes.build_law(recipe) == ellipses.RandomEllipseLaw(128)
+    defaults = load_recipe({"data": {"manifold": "ellipses"}})
+    assert defaults.data == recipe.data  # law "random", size 128 and the law's defaults
+    again = load_recipe(_write(tmp_path, recipes.recipe_to_toml(recipe)))
+    assert again.data == recipe.data and again.config_sha256 == recipe.config_sha256
+    config = recipes.net_config(recipe)
+    assert config["shape"] == [128, 128] and config["patch"] == 4
+    model = networks.abstract_network(config)
+    num_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert num_params == 1_049_072 and 4 * num_params < 10e6
+    small = load_recipe(
+        {"data": {"manifold": "ellipses", "size": 16, "count": [1, 2], "axes": [0.2, 0.3]}}
+    )
+    x = recipes.build_law(small).sample(jax.random.key(0), (3,))
+    assert x.shape == (3, 16, 16) and float(x.min()) >= 0 and float(x.max()) > 0.1
