@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.tree_util import Partial
 
 from bip import _checks, samplers
 from bip.likelihoods import Likelihood
@@ -182,12 +183,20 @@ def sample(
     if initial_positions is None:
         k_init, rng_key = jax.random.split(rng_key)
         initial_positions = default_initial_positions(k_init, prior, num_chains)
-    elif tuple(jnp.shape(initial_positions)) != (num_chains,) + tuple(prior.event_shape):
+    x0 = _initial_positions(None, prior, num_chains, initial_positions)
+    return samplers.run(rng_key, algo, x0, num_steps, **run_kwargs)
+
+
+def _initial_positions(rng_key, prior: ScorePrior, num_chains: int, initial_positions):
+    """``initial_positions`` checked to be ``(num_chains, *event)``, or the default start."""
+    if initial_positions is None:
+        return default_initial_positions(rng_key, prior, num_chains)
+    if tuple(jnp.shape(initial_positions)) != (num_chains,) + tuple(prior.event_shape):
         raise ValueError(
             f"initial_positions must have shape {(num_chains,) + tuple(prior.event_shape)}, "
             f"got {tuple(jnp.shape(initial_positions))}"
         )
-    return samplers.run(rng_key, algo, initial_positions, num_steps, **run_kwargs)
+    return jnp.asarray(initial_positions)
 
 
 def spread(sigma: float, alpha: float = 0.0) -> float:
@@ -231,28 +240,14 @@ def default_initial_positions(rng_key: Array, prior: ScorePrior, num_chains: int
     return jax.random.normal(rng_key, (num_chains,) + tuple(prior.event_shape))
 
 
-@jax.jit
-def _anneal(rng_key, target: Drift, sigmas, x, c, lipschitz, steps_per_level, first, count):
-    """Annealing steps ``[first, first + count)`` from ``x`` ``(num_chains, *event)``: step
-    ``g`` is ULA step ``g % steps_per_level`` of ``target`` at level ``sigmas[g //
-    steps_per_level]``, step size ``c * min(sigma^(2 - alpha), 1 / L)``; one program for all
-    values of the arrays and counts (only the shapes and the structure are static)."""
-    kernel = samplers.build_kernel()
-
-    def body(g, x):
-        index, i = g // steps_per_level, g % steps_per_level
-        sigma = sigmas[index]
-        h = c * sigma ** (2.0 - target.alpha)
-        if lipschitz is not None:
-            h = jnp.minimum(h, c / lipschitz)
-        fn = target.replace(sigma=sigma)
-        keys = jax.random.split(
-            jax.random.fold_in(jax.random.fold_in(rng_key, index), i), x.shape[0]
-        )
-        state = jax.vmap(lambda k, s: kernel(k, s, fn, h)[0])(keys, samplers.LangevinState(x))
-        return state.position
-
-    return jax.lax.fori_loop(first, first + count, body, x)
+def _anneal_step(target: Drift, sigmas, c, lipschitz, steps_per_level, step_index):
+    """The ULA algorithm of annealing step ``step_index``: ``target`` at level
+    ``sigmas[step_index // steps_per_level]`` (the last level from then on), step size
+    ``step_rule(sigma, alpha, c, lipschitz)``."""
+    level = jnp.minimum(step_index // steps_per_level, sigmas.shape[0] - 1)
+    sigma = sigmas[level]
+    h = samplers.step_rule(sigma, target.alpha, c, lipschitz)
+    return samplers.ula(target.replace(sigma=sigma), h)
 
 
 def sample_annealed(
@@ -270,63 +265,47 @@ def sample_annealed(
     allow_extrapolation: bool = False,
     **run_kwargs,
 ) -> samplers.Run:
-    """Annealed Langevin: ``steps_per_level`` ULA steps at each of the decreasing ``sigmas``
-    (jitted chunks of about a second), then the final phase of ``num_steps`` at
-    ``sigmas[-1]`` through ``bip.samplers.run`` (whose result is returned). A chain that
-    diverges while annealing makes ``run`` refuse its non-finite start with an error naming
-    the count. Ctrl-C raises ``bip.samplers.Interrupted``: while annealing with
-    ``partial=None``, while sampling with the partial ``Run``. Every level
+    """Annealed Langevin: ``steps_per_level`` ULA steps at each of the decreasing ``sigmas``,
+    then ``num_steps`` at ``sigmas[-1]`` whose draws are kept, all in ONE
+    ``bip.samplers.run`` (the annealing is its burn-in, a schedule of step sizes ``c *
+    min(sigma^(2 - alpha), 1 / L)``). A chain that diverges while annealing is frozen and
+    reported by index like any other. Ctrl-C raises ``bip.samplers.Interrupted``: while
+    annealing with ``partial=None``, while sampling with the partial ``Run``. Every level
     must lie in a learned prior's ``sigma_range`` unless ``allow_extrapolation=True``.
 
-    Repeated calls with the same structure (prior, likelihood, shapes) reuse one compiled
-    annealing program and one sampling loop, whatever ``sigmas``,
-    ``alpha``, ``c``, the key or the parameters' values."""
+    Repeated calls with the same structure (prior, likelihood, shapes, number of levels,
+    ``steps_per_level``) reuse one compiled loop, whatever ``sigmas``, ``alpha``, ``c``, the
+    key or the parameters' values.
+
+    Example:
+        >>> run = bip.posteriors.sample_annealed(key, prior, lik, alpha=1.0,
+        ...     sigmas=bip.samplers.geometric_sigmas(1.0, 0.1, 10), num_chains=100)
+    """
     sigmas = jnp.asarray(sigmas, dtype=jnp.result_type(float))
     _checks.positive("sigmas", sigmas)
     check_sigma(prior, sigmas, allow_extrapolation=allow_extrapolation, name="sigmas")
     steps_per_level = _checks.integer("steps_per_level", steps_per_level)
+    num_chains = _checks.integer("num_chains", num_chains)
+    _checks.positive("c", c)
     target = drift(
         prior, likelihood, sigma=sigmas[-1], alpha=alpha, allow_extrapolation=allow_extrapolation
     )
-    k_init, k_anneal, k_final = jax.random.split(rng_key, 3)
-    if initial_positions is None:
-        initial_positions = default_initial_positions(k_init, prior, num_chains)
+    k_init, k_run = jax.random.split(rng_key)
+    x0 = _initial_positions(k_init, prior, num_chains, initial_positions)
     lipschitz = getattr(likelihood, "lipschitz", None) if likelihood is not None else None
-    total = sigmas.shape[0] * steps_per_level
-
-    def advance(x, first, count):
-        return _anneal(k_anneal, target, sigmas, x, c, lipschitz, steps_per_level, first, count)
-
-    progress = run_kwargs.get("progress")
-    if progress is None:
-        progress = num_chains * (total + num_steps) > 10**8
-    x, done, interrupted = samplers._drive_range(
-        advance,
-        jnp.asarray(initial_positions),
-        total,
-        progress=bool(progress),
-        desc="annealing",
-        what="annealing loop",
-    )
-    if interrupted:
+    schedule = Partial(_anneal_step, target, sigmas, float(c), lipschitz, steps_per_level)
+    annealing = sigmas.shape[0] * steps_per_level
+    burn_in = annealing + run_kwargs.pop("burn_in", 0)
+    try:
+        return samplers.run(k_run, schedule, x0, num_steps, burn_in=burn_in, **run_kwargs)
+    except samplers.Interrupted as stop:
+        if stop.partial.steps_done:
+            raise
         raise samplers.Interrupted(
-            f"annealing interrupted at level {done // steps_per_level + 1} of "
-            f"{sigmas.shape[0]}, before any draw was kept",
+            f"annealing interrupted ({sigmas.shape[0]} levels of {steps_per_level} steps, then "
+            f"{num_steps} steps) before any draw was kept",
             None,
-        )
-    return sample(
-        k_final,
-        prior,
-        likelihood,
-        sigma=float(sigmas[-1]),
-        alpha=alpha,
-        num_chains=num_chains,
-        num_steps=num_steps,
-        initial_positions=x,
-        c=c,
-        allow_extrapolation=allow_extrapolation,
-        **run_kwargs,
-    )
+        ) from None
 
 
 class NoiseLevelRun(NamedTuple):
@@ -357,7 +336,8 @@ def sample_with_noise_level(
     """Sample ``x`` and an unknown Gaussian noise level ``s`` jointly (ULA).
 
     ``y = A(x) + s z`` with a NumPyro hyperprior ``s ~ noise_prior`` (positive support, e.g.
-    ``dist.HalfNormal(0.5)`` or ``dist.LogNormal(...)``). The chain runs on ``(x, log s)``:
+    ``dist.HalfNormal(0.5)`` or ``dist.LogNormal(...)``). The chain's position is the pytree
+    ``(x, log s)``:
     the ``x`` drift is ``sigma^alpha s_hat(x, sigma) + grad_x log p(y | x, s)``, the ``log s``
     drift the gradient of ``log p(y | x, s) + log p(s) + log s`` (autodiff). The default step
     is ``c * min(sigma^(2 - alpha), s_lo^2 / ||A||^2)`` with ``s_lo`` the hyperprior's 10%
@@ -386,7 +366,6 @@ def sample_with_noise_level(
     num_chains = _checks.integer("num_chains", num_chains)
     _checks.positive("sigma", sigma)
     check_sigma(prior, sigma, allow_extrapolation=allow_extrapolation)
-    size = int(np.prod(event))
     target = tempered(prior, alpha)
 
     def log_joint(x, log_s):
@@ -395,11 +374,10 @@ def sample_with_noise_level(
         log_lik = -0.5 * jnp.sum(r**2) - y.size * log_s
         return log_lik + noise_prior.log_prob(s) + log_s
 
-    def drift(z):
-        x, log_s = z[:size].reshape(event), z[size]
+    def drift(position):  # the chain's position is the pytree (x, log s)
+        x, log_s = position
         gx, gs = jax.grad(log_joint, argnums=(0, 1))(x, log_s)
-        gx = gx + target.score(x, sigma)
-        return jnp.concatenate([gx.ravel(), gs[None]])
+        return gx + target.score(x, sigma), gs
 
     k_lo, k_init, k_run = jax.random.split(rng_key, 3)
     draws = noise_prior.sample(k_lo, (4096,))
@@ -411,23 +389,17 @@ def sample_with_noise_level(
 
             norm = float(operator_norm(operator, jax.random.key(0)))
         step = samplers.default_step_size(sigma, alpha, c=c, lipschitz=norm**2 / s_lo**2)
-    if initial_positions is None:
-        initial_positions = default_initial_positions(k_init, prior, num_chains)
-    x0 = jnp.asarray(initial_positions).reshape(num_chains, size)
-    log_s0 = jnp.full((num_chains, 1), jnp.log(jnp.median(draws)), x0.dtype)
+    x0 = _initial_positions(k_init, prior, num_chains, initial_positions)
+    log_s0 = jnp.full((num_chains,), jnp.log(jnp.median(draws)), x0.dtype)
 
     def joint(run: samplers.Run) -> NoiseLevelRun:
-        z = run.samples
-        return NoiseLevelRun(z[..., :size].reshape(z.shape[:2] + event), np.exp(z[..., size]), run)
+        if run.samples is None:  # keep_samples=False: the statistics are in run
+            return NoiseLevelRun(None, None, run)
+        x, log_s = run.samples
+        return NoiseLevelRun(x, np.exp(log_s), run)
 
     try:
-        run = samplers.run(
-            k_run,
-            samplers.ula(drift, step),
-            jnp.concatenate([x0, log_s0], axis=1),
-            num_steps,
-            **run_kwargs,
-        )
+        run = samplers.run(k_run, samplers.ula(drift, step), (x0, log_s0), num_steps, **run_kwargs)
     except samplers.Interrupted as stop:  # the partial draws, split like a complete result
         raise samplers.Interrupted(str(stop), joint(stop.partial)) from None
     return joint(run)

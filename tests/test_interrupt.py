@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import bip
-from bip import samplers, streaming
+from bip import hostloop, memory, samplers, streaming
 
 CIRCLE = bip.manifolds.Circle()
 DATA = bip.manifolds.VonMises(CIRCLE, kappa=4.0, loc=np.pi)
@@ -72,7 +72,7 @@ class _SignalAfter:
 
     def __init__(self, monkeypatch, calls: int, action):
         self.count, self.calls, self.action = 0, calls, action
-        original = samplers._Pacer.record
+        original = hostloop._Pacer.record
 
         def record(pacer, units, seconds):
             original(pacer, units, seconds)
@@ -80,7 +80,7 @@ class _SignalAfter:
             if self.count == self.calls:
                 self.action()
 
-        monkeypatch.setattr(samplers._Pacer, "record", record)
+        monkeypatch.setattr(hostloop._Pacer, "record", record)
 
 
 def test_ctrl_c_between_chunks_keeps_the_draws_so_far(monkeypatch):
@@ -183,7 +183,7 @@ def test_memory_guard_refuses_ten_million_chains_quickly_with_the_estimate():
 
 def test_run_checks_memory_before_compiling(monkeypatch):
     traces = []
-    monkeypatch.setattr(samplers, "available_memory", lambda: 5000)
+    monkeypatch.setattr(memory, "available_memory", lambda: 5000)
     with pytest.raises(samplers.MemoryBudgetError, match=r"32 chains x 9 kept draws of 16 bytes"):
         _run(_algorithm(traces))
     assert traces == []  # refused before tracing the drift

@@ -76,8 +76,9 @@ SCRIPT = textwrap.dedent(
     # the sweep's chain arrays are sharded: call its jitted cell directly
     cell = experiments._make_sampler(prior, bip.errors.angular_cosine(2.0), None, 5, mesh)
     xs, sizes = sharding.put((x0, jnp.repeat(jnp.arange(4.0), 16)), mesh)
-    x, snaps = cell(jax.random.key(2), xs, sizes, 0.2, 1.0, 0.02, 50)
-    out["sweep_devices"] = [len(x.sharding.device_set), len(snaps.sharding.device_set)]
+    cell_run = cell(jax.random.key(2), xs, sizes, 0.2, 1.0, 0.02, 50)
+    x = cell_run.final_state.position
+    out["sweep_devices"] = [len(x.sharding.device_set), len(cell_run.diverged.sharding.device_set)]
     out["sweep_shard_shapes"] = sorted({s.data.shape for s in x.addressable_shards})
     print("RESULT" + json.dumps(out))
     """
