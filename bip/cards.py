@@ -130,7 +130,7 @@ def _evaluate_images(prior: ScorePrior, law, recipe: Recipe) -> dict[str, Any]:
         num_levels=IMAGE_EVAL["num_levels"],
     )
     nn = profile.nearest_distances(samples, training_images(recipe, law))
-    if phantom:
+    if not isinstance(law, images.EmpiricalLaw):  # a generative law: fresh draws every step
         held_out = law.sample(jax.random.fold_in(key, 3), (IMAGE_EVAL["nn_baseline"],))
         baseline = profile.nearest_distances(held_out, training_images(recipe, law))
         baseline_what = "fresh draws of the law to the training draws"

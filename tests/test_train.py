@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import bip.cards as cards
 import bip.cli
 import bip.ellipses as ellipses
 import bip.networks as networks
@@ -443,3 +444,33 @@ def test_ellipses128_recipe(tmp_path):
     )
     x = recipes.build_law(small).sample(jax.random.key(0), (3,))
     assert x.shape == (3, 16, 16) and float(x.min()) >= 0 and float(x.max()) > 0.1
+
+
+def test_ellipse_card_baseline_is_fresh_draws(monkeypatch):
+    # a generative image law without a manifold: the card's nearest-neighbour baseline is fresh
+    # draws of the law against the regenerated training draws (no fixed data set to leave out)
+    recipe = load_recipe(
+        {
+            "name": "tiny-ellipses",
+            "data": {"manifold": "ellipses", "size": 16, "count": [1, 3], "axes": [0.2, 0.4]},
+            "net": {"kind": "unet", "channels": 4, "channel_mult": [1], "groups": 2},
+            "training": {"steps": 3, "batch": 4, "warmup": 1, "sigma_max": 5.0},
+        }
+    )
+    monkeypatch.setattr(
+        cards, "IMAGE_EVAL", dict(num_samples=4, num_levels=4, profile_samples=4, nn_baseline=5)
+    )
+    law = recipes.build_law(recipe)
+    model = networks.build_network(recipes.net_config(recipe, law), 0)  # F = 0: untrained
+    prior = networks.network_prior(nnx.split(model), law.event_shape, manifold=law.manifold)
+    quality = cards.evaluate(prior, law, recipe)
+    samples = quality["samples"]
+    assert samples["num_training_images"] == 12
+    assert samples["nn_baseline_is"] == "fresh draws of the law to the training draws"
+    train_key = jax.random.split(jax.random.key(recipe.seed))[1]
+    seen = np.concatenate([recipes.training_batch(law, train_key, t, 4) for t in range(3)])
+    fresh = np.asarray(law.sample(jax.random.fold_in(jax.random.key(recipe.seed + 1), 3), (5,)))
+    d = np.sqrt(((fresh[:, None] - seen[None]) ** 2).sum((-2, -1))).min(axis=1)
+    assert samples["nn_baseline"]["median"] == pytest.approx(np.median(d), rel=1e-6)
+    assert samples["nn_baseline"]["min"] == pytest.approx(d.min(), rel=1e-6)
+    assert "profile" not in quality  # no exact score for a random number of ellipses
