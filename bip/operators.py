@@ -10,7 +10,8 @@ nothing. There is no class tree: one ``Operator`` dataclass holds a module-level
   zero (``"zero"``) or periodic (``"circular"``) boundary;
 - ``radon(image_size, angles)``: sparse-view parallel-beam projection, equal to
   ``skimage.transform.radon(image, angles, circle=True)``; ``filtered_back_projection`` is the
-  matching ``skimage.transform.iradon`` baseline (both defined in ``bip.ct``, re-exported);
+  matching ``skimage.transform.iradon`` baseline; ``fan_beam(...)`` flat-detector fan beam and
+  its ``fan_filtered_back_projection`` (all defined in ``bip.ct``, re-exported);
 - ``mask(m)`` (inpainting), ``subsample(input_shape, indices=... | stride=...)``,
   ``matrix(M)``, ``coordinate_projection(dim, indices)``.
 
@@ -56,7 +57,10 @@ from bip.ct import (
     FBP_FILTERS,
     RADON_DENSE_MAX_ENTRIES,
     RADON_METHODS,
+    FanParams,
     RadonParams,
+    fan_beam,
+    fan_filtered_back_projection,
     filtered_back_projection,
     radon,
     radon_matrix,
@@ -71,12 +75,15 @@ __all__ = [
     "FBP_FILTERS",
     "RADON_METHODS",
     "RADON_DENSE_MAX_ENTRIES",
+    "FanParams",
     "Operator",
     "RadonParams",
     "blur",
     "compose",
     "coordinate_projection",
     "dot_test",
+    "fan_beam",
+    "fan_filtered_back_projection",
     "filtered_back_projection",
     "from_function",
     "gaussian_blur",

@@ -80,8 +80,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "angle": ((int, float), 2.0),  # circle: ground-truth angle (radians)
     },
     "operator": {
-        "kind": (str, _REQUIRED),  # radon | gaussian_blur | mask | coordinate_projection | identity
+        "kind": (str, _REQUIRED),  # radon | fan_beam | gaussian_blur | mask | ... | identity
         "views": (int, 16),
+        "source_distance": ((int, float), 0.0),  # fan_beam (pixels; required there)
+        "detector_distance": ((int, float), 0.0),  # fan_beam: axis to detector (pixels)
+        "num_detectors": (int, 0),  # fan_beam (required there)
+        "detector_spacing": ((int, float), 1.0),  # fan_beam (pixels)
         "width": ((int, float), 1.5),
         "boundary": (str, "zero"),
         "keep_fraction": ((int, float), 0.5),
@@ -141,7 +145,14 @@ CHOICES = {
     ("data", "source"): ("circle", "phantom", "digits", "faces", "shepp-logan", "file"),
     ("robustness", "error"): ("smooth", "smooth_nonconservative"),
     ("robustness", "metric"): ("energy", "mean_shift"),
-    ("operator", "kind"): ("radon", "gaussian_blur", "mask", "coordinate_projection", "identity"),
+    ("operator", "kind"): (
+        "radon",
+        "fan_beam",
+        "gaussian_blur",
+        "mask",
+        "coordinate_projection",
+        "identity",
+    ),
     ("operator", "boundary"): ("zero", "circular"),
     ("noise", "kind"): ("gaussian", "student_t"),
     ("prior", "kind"): ("generic", "maxent"),
@@ -159,6 +170,7 @@ POSITIVE = {
     ("sampler", "steps"),
     ("sampler", "thin"),
     ("operator", "views"),
+    ("operator", "detector_spacing"),
     ("noise", "df"),
     ("sampler", "anneal_levels"),
     ("sampler", "steps_per_level"),
@@ -211,6 +223,8 @@ def validate(raw: dict, origin: str = "<spec>") -> dict:
             if (section, key) in POSITIVE and not value > 0:
                 raise SpecError(f"{origin}: {name!r} must be > 0, got {value!r}")
             out[key] = value
+    if spec["operator"]["kind"] == "fan_beam":
+        _check_fan(raw.get("operator", {}), spec["operator"], origin)
     alpha = spec["prior"]["alpha"]
     if not 0 <= alpha < 2:
         raise SpecError(f"{origin}: 'prior.alpha' must lie in [0, 2), got {alpha!r}")
@@ -250,6 +264,21 @@ def validate(raw: dict, origin: str = "<spec>") -> dict:
         raise SpecError(f"{origin}: 'sampler.steps' must be at least 'sampler.thin'")
     spec["_origin"] = origin  # later errors (build) name the same file
     return spec
+
+
+def _check_fan(given: dict, operator: dict, origin: str) -> None:
+    """The fan-beam geometry keys: the source distance and detector count are required
+    (no default fits every image size), the detector distance is >= 0."""
+    for key in ("source_distance", "num_detectors"):
+        if key not in given:
+            raise SpecError(f"{origin}: operator.kind = 'fan_beam' needs 'operator.{key}'")
+        if not operator[key] > 0:
+            raise SpecError(f"{origin}: 'operator.{key}' must be > 0, got {operator[key]!r}")
+    if operator["detector_distance"] < 0:
+        raise SpecError(
+            f"{origin}: 'operator.detector_distance' must be >= 0, got "
+            f"{operator['detector_distance']!r}"
+        )
 
 
 def available_problems() -> list[str]:
@@ -400,6 +429,16 @@ def _operator(spec: dict, event_shape: tuple[int, ...]) -> operators.Operator:
     if kind == "radon":
         angles = jnp.linspace(0.0, 180.0, spec_op["views"], endpoint=False)
         return operators.radon(n, angles)
+    if kind == "fan_beam":  # a full scan; the source outside the image is checked here
+        angles = jnp.linspace(0.0, 360.0, spec_op["views"], endpoint=False)
+        geometry = (spec_op[k] for k in ("source_distance", "detector_distance"))
+        try:
+            return operators.fan_beam(
+                n, angles, *geometry, spec_op["num_detectors"], spec_op["detector_spacing"]
+            )
+        except ValueError as err:  # fan_geometry's messages start with the key's name
+            key, _, rest = str(err).partition(" ")
+            raise SpecError(f"{_origin(spec)}: 'operator.{key}' {rest}") from None
     if kind == "gaussian_blur":
         return operators.gaussian_blur(event_shape, spec_op["width"], boundary=spec_op["boundary"])
     keep = jax.random.uniform(jax.random.key(spec_op["mask_seed"]), event_shape)

@@ -148,7 +148,7 @@ def test_every_image_spec_is_solved_somewhere():
 @pytest.mark.parametrize("name", IMAGE_SPECS)
 def test_shipped_image_specs_beat_the_classical_baselines(name):
     """Every shipped imaging spec runs as shipped (2 cores) and beats every classical baseline
-    (bip.baselines: FBP, Tikhonov, Wiener, each at an interior optimum chosen on 4 validation
+    (bip.baselines: FBP, Tikhonov, Wiener, TV, each at an interior optimum chosen on 4 validation
     images), by 3 dB for CT and 2 dB otherwise; the estimate is the posterior mean (of the
     Tweedie-denoised draws for a maximum-entropy prior, whose raw draws sit off the manifold).
 
@@ -156,8 +156,11 @@ def test_shipped_image_specs_beat_the_classical_baselines(name):
     (raw mean 22.1) vs FBP 26.3 (Wiener 25.7, Tikhonov 20.5); ct-phantom-8 37.5 vs FBP 24.2;
     ct-phantom-16-learned 36.0 vs FBP 26.3; robustness-phantom 23.3 vs FBP 18.5;
     deblur-phantom 38.7 vs Wiener 27.7 (Tikhonov 26.3); deblur-digits 25.4 vs Wiener 21.2;
-    inpaint-digits 19.7 vs Tikhonov 9.2, but Wiener (harmonic inpainting) reaches 20.8: the
-    U-Net posterior does not beat it, asserted here so that the claim cannot drift.
+    inpaint-digits 19.7 vs Tikhonov 9.2, but Wiener (harmonic inpainting) reaches 20.8 and TV
+    18.9: the U-Net posterior does not beat them by the margin, asserted here so that the
+    claim cannot drift. TV (bip.baselines, 500 PDHG iterations) measured: ct-phantom-16 28.3,
+    ct-phantom-8 27.8, robustness-phantom 19.1 (the best baseline of each CT spec),
+    deblur-phantom 28.0, deblur-digits 19.6.
     """
     report = solve.solve(PROBLEMS / name, progress=False)
     spec = problems.load(PROBLEMS / name)
@@ -170,7 +173,7 @@ def test_shipped_image_specs_beat_the_classical_baselines(name):
     margin = 3.0 if spec["operator"]["kind"] == "radon" else 2.0
     for kind, found in base.items():
         assert found["interior"] and found["chosen_on"] == "validation", (kind, found)
-        if (name, kind) == ("inpaint-digits.toml", "wiener"):  # the known exception
+        if name == "inpaint-digits.toml" and kind in ("wiener", "tv"):  # known exceptions
             assert abs(estimate - found["psnr"]) < 2.0, (estimate, found)
         else:
             assert estimate >= found["psnr"] + margin, (kind, estimate, base)
