@@ -178,7 +178,15 @@ def test_shipped_image_specs_beat_the_classical_baselines(name):
         else:
             assert estimate >= found["psnr"] + margin, (kind, estimate, base)
     if spec["data"]["source"] == "phantom" and spec["prior"]["source"] == "exact":
-        assert 0.75 <= raw["coverage_90"] <= 1.0, raw["coverage_90"]
+        # Raw draws carry white noise of std sigma^(1 - alpha/2) per pixel (0.05 generic, 0.22
+        # maxent), far above the posterior mean's error (RMSE 10^(-PSNR/20) = 0.013 at 37.5 dB),
+        # so the truth leaves their 90% intervals (half-width >= 1.645 x that std) almost
+        # nowhere: measured 1.000 on ct-phantom-8, ct-phantom-16 and deblur-phantom, flagged
+        # "intervals too wide". Calibrated intervals (0.90 +- 0.009, binomial on 1024 pixels)
+        # fail this. (The denoised draws: 0.997, 0.947, 0.788; one phantom's pixels are far
+        # from independent trials, so they carry no binomial bound.)
+        assert raw["coverage_90"] >= 0.99, raw["coverage_90"]
+        assert raw["coverage_note"].startswith("intervals too wide"), raw["coverage_note"]
         # the denoised draws lie on the manifold (relative to the image norm)
         assert report["denoised"]["distance_to_manifold_samples"] < 0.1 * report["truth_norm"]
 
