@@ -378,11 +378,12 @@ def _choose(
         ys = jnp.concatenate([jnp.asarray(validation[0], y.dtype), ys])
         truths = np.concatenate([np.asarray(validation[1]), truths])
     test_psnr: dict[float, float] = {}
+    test_images: dict[float, np.ndarray] = {}
 
     def score(values: np.ndarray) -> list[float]:
         scores = []
         for value, images in zip(values.tolist(), _padded(estimate, ys, values), strict=True):
-            test_psnr[value] = metrics.psnr(images[-1], truths[-1])
+            test_psnr[value], test_images[value] = metrics.psnr(images[-1], truths[-1]), images[-1]
             scores.append(
                 test_psnr[value] if validation is None else _mean_psnr(images[:-1], truths[:-1])
             )
@@ -395,6 +396,7 @@ def _choose(
         "interior": chosen.interior,
         "search_range": list(chosen.bounds),
         "chosen_on": "oracle" if validation is None else "validation",
+        "image": test_images[chosen.value],
     }
     return report, chosen.score
 
@@ -455,7 +457,8 @@ def classical(
     truth: Array,
     validation: tuple[Array, Array] | None = None,
     validation_note: str = "",
-) -> dict:
+    return_images: bool = False,
+) -> dict | tuple[dict, dict]:
     """Every classical baseline that applies to ``op``, each at its best parameter.
 
     ``fbp`` (for ``radon`` and ``fan_beam`` operators: the best of ``FBP_FILTERS`` and a
@@ -473,6 +476,8 @@ def classical(
         validation: ``(observations (k, *output_shape), truths (k, h, w))``: other images of
             the same law observed the same way, or None.
         validation_note: what the validation images are (copied into the report).
+        return_images: also return ``{name: reconstruction of the test image at the chosen
+            setting}`` (``(h, w)`` NumPy arrays, kept from the search: no extra solve).
 
     Returns:
         ``{name: {"psnr", <parameter>, "interior", "search_range", "chosen_on", ...}}``:
@@ -481,7 +486,7 @@ def classical(
         ``"validation"`` or ``"oracle"`` (with ``validation`` saying what the validation
         images are), ``search_range`` the parameters searched; ``interior`` False flags an
         optimum at the edge of the range (a ``note`` then says so). ``{}`` for a nonlinear
-        operator or non-image events.
+        operator or non-image events. With ``return_images``, ``(that dict, images)``.
 
     Example:
         >>> op = bip.operators.gaussian_blur((32, 32), 2.0)
@@ -491,7 +496,7 @@ def classical(
         ['tikhonov', 'tv', 'wiener']
     """
     if not op.linear or len(op.input_shape) != 2:
-        return {}
+        return ({}, {}) if return_images else {}
     y, truth = jnp.asarray(y), jnp.asarray(truth)
     out = {}
     if isinstance(op.params, ct.RadonParams | ct.FanParams):
@@ -528,6 +533,7 @@ def classical(
         "iterations": _tv_iterations(op.input_shape),
         **found,
     }
+    images = {name: found.pop("image") for name, found in out.items()}
     for found in out.values():
         if found["chosen_on"] == "validation" and validation_note:
             found["validation"] = validation_note
@@ -536,4 +542,4 @@ def classical(
                 "the best parameter is at the edge of the searched range "
                 f"{found['search_range']}: the baseline may be understated"
             )
-    return out
+    return (out, images) if return_images else out

@@ -42,7 +42,7 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -334,7 +334,9 @@ class Problem:
     """A built problem: ground truth, operator, observation and the posterior's pieces.
 
     ``truth`` is None when a measured ``y`` comes without a ground truth; ``manifold`` and
-    ``law`` are the data's known manifold and exact law (None for real images).
+    ``law`` are the data's known manifold and exact law (None for real images);
+    ``baseline`` is ``bip.baselines.classical``'s report and ``baseline_images`` its
+    reconstructions of the test image at the chosen settings.
     """
 
     spec: dict
@@ -347,6 +349,7 @@ class Problem:
     manifold: Any
     law: Any
     baseline: dict
+    baseline_images: dict = field(default_factory=dict)
 
     @property
     def event_shape(self) -> tuple[int, ...]:
@@ -503,8 +506,8 @@ def build(spec: dict) -> Problem:
         df, std = float(noise["df"]), float(noise["std"])
         lik = likelihoods.numpyro_noise(op, y, lambda mean: dist.StudentT(df, mean, std))
     alpha = float(spec["prior"]["alpha"]) if spec["prior"]["kind"] == "maxent" else 0.0
-    baseline = _baseline(spec, op, y, truth, law) if truth is not None else {}
-    return Problem(spec, truth, op, y, lik, prior, alpha, manifold, law, baseline)
+    baseline, images = _baseline(spec, op, y, truth, law) if truth is not None else ({}, {})
+    return Problem(spec, truth, op, y, lik, prior, alpha, manifold, law, baseline, images)
 
 
 def _simulate(spec: dict, op: operators.Operator, truth: Array, key) -> Array:
@@ -543,14 +546,15 @@ def _validation(spec: dict, op: operators.Operator, law) -> tuple[Array, Array, 
     return _simulate(spec, op, truths, k_noise), truths, note
 
 
-def _baseline(spec: dict, op: operators.Operator, y: Array, truth: Array, law) -> dict:
+def _baseline(spec: dict, op: operators.Operator, y: Array, truth: Array, law) -> tuple[dict, dict]:
     """Classical reconstructions to beat (``bip.baselines.classical``: FBP for CT, Tikhonov,
-    Wiener), each parameter chosen by an interior search on validation images of the same
-    law (``chosen_on = "validation"``), or on the truth when there are none (``"oracle"``)."""
+    Wiener, TV), each parameter chosen by an interior search on validation images of the same
+    law (``chosen_on = "validation"``), or on the truth when there are none (``"oracle"``);
+    the report and the reconstructions of the test image."""
     if truth.ndim != 2:
-        return {}
+        return {}, {}
     validation = _validation(spec, op, law)
     if validation is None:
-        return baselines.classical(op, y, truth)
+        return baselines.classical(op, y, truth, return_images=True)
     ys, truths, note = validation
-    return baselines.classical(op, y, truth, (ys, truths), validation_note=note)
+    return baselines.classical(op, y, truth, (ys, truths), validation_note=note, return_images=True)

@@ -8,7 +8,8 @@ posterior with many chains (annealed if the spec asks), and writes to ``out_dir`
   JAX versions, seed);
 - ``report.json``: PSNR/SSIM of the posterior mean, coverage of the ground truth by the
   pixel-wise 90% credible intervals, distance to the manifold (when known), ESS and R-hat,
-  diverged chains, the classical baselines (FBP, Tikhonov at its best weight) and timings;
+  diverged chains, the classical baselines (FBP, Tikhonov, Wiener, TV at their best settings)
+  and timings;
 - ``figure.png``: truth, measurement, mean, std and a few samples.
 
 Everything is written into a temporary folder beside ``out_dir`` and renamed into place at
@@ -29,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bip import metrics, outputs, posteriors, problems, samplers, targets
+from bip import ct, metrics, outputs, posteriors, problems, samplers, targets
 
 COVERAGE_LEVEL = 0.9
 
@@ -243,13 +244,17 @@ REPORT_KEYS: dict[str, str] = {
     "intervals are then not to be trusted",
     "prior_fit.message": "the verdict in words, with what to do",
     "baselines": "classical reconstructions to compare with, each at its best setting chosen "
-    "with the ground truth (an oracle)",
-    "baselines.*": "one classical baseline (its name: fbp, tikhonov, wiener, ...)",
+    "on validation images (or on the ground truth, an oracle: see chosen_on)",
+    "baselines.*": "one classical baseline (its name: fbp, tikhonov, wiener or tv: total "
+    "variation with non-negativity, bip.tv)",
     "baselines.*.psnr": "PSNR (dB) of that baseline reconstruction against the truth",
     "baselines.*.weight": "the regularisation weight that baseline's search chose",
     "baselines.*.filter": "FBP: the chosen filter (ramp, hann, ...)",
     "baselines.*.width": "FBP: the chosen width (pixels) of the Gaussian smoothing along the "
     "detector",
+    "baselines.*.psnr_by_filter": "FBP: the PSNR (dB) of each filter at its own best width",
+    "baselines.*.psnr_by_filter.*": "FBP: that filter's PSNR (dB) at its best width",
+    "baselines.*.iterations": "TV: the PDHG iterations of each TV reconstruction",
     "baselines.*.interior": "true when the chosen setting lies strictly inside the searched "
     "range (a setting at an edge would mean the search stopped too early)",
     "baselines.*.search_range": "the range the setting was searched over (log scale)",
@@ -359,10 +364,19 @@ def _diagnostics(samples: np.ndarray, run: samplers.Run) -> dict:
     }
 
 
+def _baseline_title(name: str, found: dict) -> str:
+    """A baseline panel's title: its name and chosen setting (``bip.baselines.classical``)."""
+    if name == "fbp":
+        return f"FBP ({found['filter']}, width {found['width']:.2g})"
+    return f"{'TV' if name == 'tv' else name.capitalize()} (weight {found['weight']:.2g})"
+
+
 def _figure(problem, samples, arrays: dict, path: Path) -> None:
     """The run's figure: truth, measurement (a labelled sinogram for CT), the raw and the
     denoised posterior means (PSNR/SSIM in their titles), the raw and the denoised std, two
-    draws; every image panel with its colour bar. The circle: draws on the manifold."""
+    draws, and the classical baselines at their chosen settings (FBP, Tikhonov, Wiener, TV;
+    PSNR/SSIM in their titles); every image panel with its colour bar. The circle: draws on
+    the manifold."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -388,6 +402,7 @@ def _figure(problem, samples, arrays: dict, path: Path) -> None:
             f"SSIM {metrics.ssim(estimate, truth):.2f}"
         )
 
+    params = problem.operator.params
     std_max = float(max(arrays["std"].max(), arrays["std_denoised"].max()))
     panels = [("truth", truth, {})] if truth is not None else []
     panels += [
@@ -398,14 +413,14 @@ def _figure(problem, samples, arrays: dict, path: Path) -> None:
         ("std (denoised draws)", arrays["std_denoised"], {"vmin": 0, "vmax": std_max}),
     ]
     panels += [(f"raw draw {i}", samples[-1, i], {}) for i in range(min(2, samples.shape[1]))]
+    for name, image in problem.baseline_images.items():
+        panels.append((scored(_baseline_title(name, problem.baseline[name]), image), image, {}))
     cols = 4
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
     for ax, (title, img, options) in zip(axes.flat, panels, strict=False):
-        if title == "measurement" and problem.spec["operator"]["kind"] == "radon":
-            views = problem.spec["operator"]["views"]
-            angles = np.linspace(0.0, 180.0, views, endpoint=False)
-            plots.sinogram_panel(ax, img, angles, "measurement (sinogram)")
+        if title == "measurement" and isinstance(params, ct.RadonParams | ct.FanParams):
+            plots.sinogram_panel(ax, img, np.asarray(params.angles), "measurement (sinogram)")
         elif title == "measurement" and img.shape != tuple(problem.event_shape):
             plots.image_panel(ax, img, title, aspect="auto")
         else:

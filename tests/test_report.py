@@ -113,6 +113,13 @@ def test_report_md_explains_every_key_and_outputs_are_0644(maxent_run):
         assert f"`{key}`" in text, key
     assert "(not documented)" not in text
     assert "`denoised.coverage_90` = " in text and "`prior_fit.ok` = True" in text
+    # the classical baselines, TV among them, in report.json, report.md and the figure (a third
+    # row of panels: 8 of the posterior and 4 baselines; 2 rows are about 720 px at 120 dpi)
+    assert sorted(on_disk["baselines"]) == ["fbp", "tikhonov", "tv", "wiener"]
+    assert "`baselines.tv.psnr` = " in text and "`baselines.fbp.psnr_by_filter.ramp` = " in text
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out / "figure.png").shape[0] > 960
     for name in ("figure.png", "report.json", "report.md", "samples.npz"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
     with np.load(out / "samples.npz") as saved:
