@@ -12,6 +12,8 @@ _SUBMODULES = (
     "arviz",
     "baselines",
     "bessel",
+    "calibrate",
+    "calibration",
     "cards",
     "chains",
     "ct",

@@ -1,6 +1,7 @@
 """The ``bip`` command line: canonical problems and experiments on shipped defaults.
 
     bip solve SPEC [--out DIR] [--overwrite]
+    bip calibrate SPEC --trials K [--out DIR] [--overwrite]   (SBC, coverage, TARP over K trials)
     bip robustness [--out DIR] [--observe COORD VALUE NOISE] [--full | --fast] [--overwrite]
     bip robustness SPEC [--out DIR] [--overwrite]   (images: a spec with a [robustness] table)
     bip train RECIPE --out DIR
@@ -297,6 +298,81 @@ def _add_robustness(subparsers, common) -> None:
     p.set_defaults(func=_robustness)
 
 
+# --------------------------------------------------------------------------- calibrate
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from bip import calibrate, calibration
+
+    out = _out(args, str(Path("runs") / f"calibrate-{Path(args.spec).stem}"))
+    _announce(args, f"{args.spec} ({args.trials} trials)", out)
+
+    def saved(done: int, total: int) -> None:
+        if _WATCH[0] is not None:
+            _WATCH[0].note = f"; {done} of {total} trials in {out} (run again to continue)"
+
+    try:
+        s = calibrate.calibrate(
+            args.spec,
+            args.trials,
+            out,
+            batch=args.batch,
+            pixels=args.pixels,
+            bins=args.bins,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            on_batch=saved,
+        )
+    except calibrate.CalibrationInterrupted as stop:
+        where = "nothing written"
+        if stop.written is not None:
+            where = f"finished trials in {stop.written} (the same command continues)"
+        print(
+            f"bip calibrate: interrupted after {stop.trials_done} of {stop.trials} trials; {where}",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"bip calibrate {args.spec}: {s['trials']} trials x {s['draws_per_trial']} draws, "
+        f"{s['kind']} posterior, in {s['seconds']:.0f} s -> {Path(out).resolve()}"
+    )
+    for line in calibration.report_lines(s):
+        print(f"  {line}")
+    return 0
+
+
+def _add_calibrate(subparsers, common) -> None:
+    p = subparsers.add_parser(
+        "calibrate",
+        parents=[common],
+        help="calibration over repeated experiments: SBC ranks, coverage curve, TARP",
+        description=(
+            "Draw K truths from the spec's data law (uniform on the manifold for a "
+            "maximum-entropy prior) and measurements from its likelihood, sample every "
+            "trial's posterior with the spec's sampler (a batch of trials per vectorised run) "
+            "and report simulation-based-calibration rank histograms (chart coordinates and "
+            "fixed pixels), the coverage curve and TARP (bip.calibrate). Writes summary.json, "
+            "calibration.png and the per-trial statistics to --out. Ctrl-C keeps the finished "
+            "batches; the same command continues them (a larger --trials extends a run)."
+        ),
+    )
+    p.add_argument("spec", help="problem spec: a TOML file or a shipped name (ct-phantom-8, ...)")
+    p.add_argument("--trials", type=int, required=True, help="number K of repeated experiments")
+    p.add_argument("--out", default=None, help="output folder (default runs/calibrate-<spec>)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start afresh in a folder bip wrote before"
+    )
+    p.add_argument("--batch", type=int, default=25, help="trials per sampler run (default 25)")
+    p.add_argument(
+        "--pixels", type=int, default=16, help="fixed pixels with SBC ranks (default 16)"
+    )
+    p.add_argument("--bins", type=int, default=None, help="rank-histogram bins (default K / 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_calibrate)
+
+
 # --------------------------------------------------------------------------- solve
 
 
@@ -494,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_solve(sub, common)
     _add_robustness(sub, common)
     add_train(sub, common)
+    _add_calibrate(sub, common)
     return parser
 
 
