@@ -7,12 +7,13 @@ matrix-free shear projector), flat-detector fan beam, and filtered back projecti
   picks the dense matrix while it fits ``RADON_DENSE_MAX_ENTRIES``, else ``"shear"``.
 - ``fan_beam(image_size, angles, source_distance, detector_distance, num_detectors,
   detector_spacing, method)``: flat-detector fan beam, ``bip.tomography``'s Joseph model;
-  ``"auto"`` precomputes its dense matrix under the same bound, else runs it matrix-free.
+  ``"auto"`` precomputes its dense matrix up to ``FAN_DENSE_MAX_ENTRIES`` (where it is the
+  faster), else runs it matrix-free.
 - ``filtered_back_projection``: the matching ``skimage.transform.iradon`` baseline;
   ``fan_filtered_back_projection``: the weighted FBP of a full-scan fan-beam sinogram.
 
-Each returns a linear ``bip.linop.Operator``; ``bip.operators`` re-exports every public name
-here (``bip.operators.radon is bip.ct.radon``).
+The projections are linear ``bip.linop.Operator``s; ``bip.operators`` re-exports the public
+names here (``bip.operators.radon is bip.ct.radon``).
 
 Example:
     >>> P = bip.ct.radon(32, jnp.linspace(0.0, 180.0, 16, endpoint=False))

@@ -54,6 +54,8 @@ from jax.scipy.signal import convolve2d
 
 from bip import _checks
 from bip.ct import (
+    FAN_DENSE_MAX_ENTRIES,
+    FAN_METHODS,
     FBP_FILTERS,
     RADON_DENSE_MAX_ENTRIES,
     RADON_METHODS,
@@ -72,6 +74,8 @@ Array = jax.Array
 __all__ = [
     "BOUNDARIES",
     "BLUR_METHODS",
+    "FAN_DENSE_MAX_ENTRIES",
+    "FAN_METHODS",
     "FBP_FILTERS",
     "RADON_METHODS",
     "RADON_DENSE_MAX_ENTRIES",
