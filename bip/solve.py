@@ -262,10 +262,14 @@ REPORT_KEYS: dict[str, str] = {
     "'oracle' (chosen on the ground truth itself)",
     "baselines.*.validation": "which images the setting was chosen on",
     "baselines.*.*": "a detail of that baseline's search (bip.baselines)",
-    "ess_min": "smallest effective sample size over the pixels (NumPyro)",
-    "ess_median": "median effective sample size over the pixels",
-    "rhat_max": "largest split R-hat over the pixels (1 when the chains agree)",
-    "rhat_median": "median split R-hat over the pixels",
+    "ess_min": "smallest bulk effective sample size over the pixels (arviz-stats, "
+    "rank-normalised: how many independent draws the pixel means are worth)",
+    "ess_median": "median bulk effective sample size over the pixels",
+    "ess_tail_min": "smallest tail effective sample size over the pixels (arviz-stats: the ESS "
+    "of the 5% and 95% quantiles, which the 90% intervals and their coverage rest on)",
+    "rhat_max": "largest rank-normalised split R-hat over the pixels (arviz-stats; 1 when the "
+    "chains agree)",
+    "rhat_median": "median rank-normalised split R-hat over the pixels",
     "mixing": "'ok', or what R-hat says about mixing and what to do (bip.metrics.mixing_note)",
     "diverged_chains": "number of chains that left the finite numbers (dropped from the "
     "statistics)",
@@ -350,12 +354,15 @@ def _circle_report(problem, samples: np.ndarray) -> dict:
 
 def _diagnostics(samples: np.ndarray, run: samplers.Run) -> dict:
     flat = samples.reshape(samples.shape[:2] + (-1,))
-    ess = metrics.effective_sample_size(flat) if samples.shape[0] >= 4 else np.full(1, np.nan)
-    rhat = metrics.split_rhat(flat) if samples.shape[0] >= 4 else np.full(1, np.nan)
+    enough = samples.shape[0] >= 4
+    ess = metrics.effective_sample_size(flat) if enough else np.full(1, np.nan)
+    tail = metrics.effective_sample_size(flat, "tail") if enough else np.full(1, np.nan)
+    rhat = metrics.split_rhat(flat) if enough else np.full(1, np.nan)
     rhat_max, rhat_median = float(np.nanmax(rhat)), float(np.nanmedian(rhat))
     return {
         "ess_min": float(np.nanmin(ess)),
         "ess_median": float(np.nanmedian(ess)),
+        "ess_tail_min": float(np.nanmin(tail)),
         "rhat_max": rhat_max,
         "rhat_median": rhat_median,
         "mixing": metrics.mixing_note(rhat_max, rhat_median, samples.shape[0]),

@@ -313,7 +313,7 @@ def diagnostics(fn: Callable | None = None) -> Statistic:
         nbar = jnp.sum(ok * n, axis=0) / k
         s2_unbiased = var * n / jnp.maximum(n - 1.0, 1.0)
         within = jnp.sum(ok * s2_unbiased, axis=0) / k
-        grand = jnp.sum(ok * mean, axis=0, keepdims=True) / k
+        grand = jnp.sum(ok * mean, axis=0, keepdims=True) / k[None]  # same rank as mean
         between = jnp.sum(ok * (mean - grand) ** 2, axis=0) / jnp.maximum(k - 1.0, 1.0)
         var_plus = (nbar - 1.0) / nbar * within + between
         rhat = jnp.sqrt(var_plus / jnp.where(within > 0, within, jnp.nan))

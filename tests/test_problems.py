@@ -61,7 +61,7 @@ def test_mixing_note_warns_on_unmixed_chains():
     draws = np.random.default_rng(0).normal(size=(200, 4, 5))
     draws[..., 2] += 10.0 * np.arange(4)
     rhat = metrics.split_rhat(draws)
-    assert rhat[2] > 5 and np.all(np.delete(rhat, 2) < 1.05)
+    assert rhat[2] > 2.5 and np.all(np.delete(rhat, 2) < 1.05)  # rank-normalised: bounded
     note = metrics.mixing_note(float(rhat.max()), float(np.median(rhat)), 200)
     assert note.startswith(f"mostly mixed: median R-hat {np.median(rhat):.2f}")
     assert f"up to {rhat.max():.2f}" in note and "noisy itself" not in note
