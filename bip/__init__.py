@@ -15,6 +15,7 @@ _SUBMODULES = (
     "calibrate",
     "calibration",
     "cards",
+    "check",
     "chains",
     "ct",
     "ctgeometry",

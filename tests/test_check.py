@@ -1,0 +1,78 @@
+"""`bip check`: a spec's posterior against its exact reference (bip.check), on the circle.
+
+Measured (float64, 2 loaded cores): the generic circle spec below (250 chains x 4 draws 0.3
+time units apart) gives an energy-distance ratio of 0.96 over 1000 draws, the angle's KS
+statistic 0.043 against a floor of 0.041, std ratio 1.014 (91 s with the reference's NUTS);
+the maximum-entropy ladder at sigma 0.4, 0.2, 0.1 falls monotonically, 0.00085, 0.00066,
+0.00049 against a floor of 0.00019, the angle's std 1.10, 1.08, 1.06x the limit's (33 s).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from bip import check, cli, outputs
+
+SPEC = """
+name = "circle-check"
+[data]
+source = "circle"
+angle = 2.0
+[operator]
+kind = "coordinate_projection"
+coordinates = [0]
+[noise]
+std = 0.3
+[prior]
+kind = "{kind}"
+alpha = 1.0
+[sampler]
+sigma = 0.1
+chains = 250
+steps = 1200
+thin = 300
+burn_in = 600
+c = 0.1
+"""
+
+
+def _spec(tmp_path, kind):
+    path = tmp_path / f"{kind}.toml"
+    path.write_text(SPEC.format(kind=kind))
+    return path
+
+
+@pytest.mark.slow
+def test_generic_spec_matches_its_exact_reference(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["check", str(_spec(tmp_path, "generic")), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "ratio" in printed.out and "exact reference: NUTS" in printed.err
+    result = json.loads((out / "check.json").read_text())
+    assert result["kind"] == "generic" and result["num_draws"] == 250 * 4
+    ed = result["energy_distance"]
+    assert ed["ratio"] < 2.0 and ed["note"] == "ok", ed
+    coords = result["coordinates"]
+    assert abs(coords["mean_z"][0]) < 4 and abs(coords["std_ratio"][0] - 1) < 0.1, coords
+    assert coords["ks"][0] < 3 * coords["ks_floor"][0] + 0.01, coords
+    assert result["reference"]["rhat_max"] < 1.05
+    assert (out / "check.png").stat().st_size > 5000
+    assert outputs.read_manifest(out)["command"] == "check"
+
+
+def test_maxent_ladder_falls_towards_the_limit(tmp_path):
+    result = check.check(_spec(tmp_path, "maxent"), progress=False, sigmas=[0.4, 0.2, 0.1])
+    distances = [row["energy_distance"] for row in result["ladder"]]
+    assert result["kind"] == "maxent" and result["monotone"], distances
+    assert distances[0] > 3 * result["ladder"][0]["floor"], result["ladder"]
+    assert np.all(np.diff(distances) < 0)
+
+
+def test_specs_without_an_exact_chart_are_refused_before_compute(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["check", "deblur-digits", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "exact chart" in err and "'digits'" in err and not out.exists()
+    with pytest.raises(ValueError, match="twice bip's"):
+        check.check(_spec(tmp_path, "generic"), progress=False, reference_draws=10)
