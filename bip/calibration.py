@@ -345,10 +345,22 @@ def ranks_from_pit(pit_values, num_draws: int) -> np.ndarray:
     return np.minimum(np.floor(p * (num_draws + 1)).astype(int), num_draws)
 
 
-def default_bins(trials: int, num_draws: int) -> int:
-    """Rank-histogram bins: ``K / 10`` (about 10 expected counts per bin), at least 2, at
-    most ``min(20, L + 1)``."""
-    return int(max(2, min(20, num_draws + 1, trials // 10)))
+def pit_uniformity(pit_values, bins: int) -> dict:
+    """``rank_uniformity`` of PIT values ``(K, ...)`` binned in ``bins`` equal slices of
+    ``[0, 1)`` (the ranks ``floor(pit * bins)``): the randomised PIT is exactly uniform for
+    exact draws, so every bin expects ``K / bins`` whatever the number of draws ``L`` (rank
+    bins of ``{0, ..., L}`` are unequal unless ``bins`` divides ``L + 1``).
+
+    Example:
+        >>> out = bip.calibration.pit_uniformity(bip.calibration.pit(truths, draws), 10)
+        >>> out["expected"]                    # K / 10 in every bin
+    """
+    return rank_uniformity(ranks_from_pit(pit_values, bins - 1), bins - 1, bins)
+
+
+def default_bins(trials: int) -> int:
+    """Rank-histogram bins: ``K / 10`` (about 10 expected counts per bin), from 2 to 20."""
+    return int(max(2, min(20, trials // 10)))
 
 
 # --------------------------------------------------------------------------- report

@@ -53,6 +53,16 @@ def test_rank_histogram_and_exact_bin_probabilities():
     np.testing.assert_allclose(out["pvalue"], scipy.stats.chi2.sf(statistic, 1))
 
 
+def test_pit_histograms_have_equal_bins_whatever_the_number_of_draws():
+    out = calibration.pit_uniformity(np.arange(0.05, 1.0, 0.1), 10)
+    assert out["histogram"].tolist() == [1] * 10 and out["expected"].tolist() == [1.0] * 10
+    # 20 draws (21 ranks) in 10 bins: the rank bins are unequal, the PIT bins are not
+    truths, draws = _gaussian_trials(seed=2)
+    p = calibration.pit(truths, draws[:, :20])
+    assert calibration.pit_uniformity(p, 10)["expected"].tolist() == [K / 10] * 10
+    assert np.all(calibration.pit_uniformity(p, 10)["pvalue"] > 0.01)
+
+
 def test_coverage_from_pit_is_exact_for_any_number_of_draws():
     draws = np.arange(99.0).reshape(1, 99)  # 0..98; the truth 93.5 has rank 94 of 0..99
     assert calibration.covered([93.5], draws, [0.8, 0.9])[:, 0].tolist() == [False, True]
