@@ -193,6 +193,7 @@ def test_ten_million_chains_fail_at_once_with_the_estimate(tmp_path):
 # --------------------------------------------------------------------------- Ctrl-C
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_bip_solve_and_keeps_marked_partial_draws(tmp_path):
     """SIGINT mid-sampling: exit 130 within 10 s, one line, no traceback, the draws so far
     in a folder marked incomplete. The run uses the user compilation cache (in tmp)."""

@@ -40,6 +40,7 @@ def _check_against_exact(likelihood, alpha, tol, num_chains=10_000, seed=0):
     return law
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_circle_posterior_matches_exact_finite_sigma_posterior(alpha):
     lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([-0.5]), 0.3)
@@ -60,6 +61,7 @@ def test_gaussian_potential_and_lipschitz():
     assert float(h) == pytest.approx(0.1 / lik.lipschitz)
 
 
+@pytest.mark.slow
 def test_custom_linear_and_nonlinear_operators_run_through_the_sampler():
     linear = bip.operators.from_function(lambda x: 2.0 * x[:1] - x[1:], (2,), linear=True)
     assert bip.operators.dot_test(linear, jax.random.key(0)) < 1e-12
@@ -177,6 +179,7 @@ def test_bad_inverse_problem_input_is_a_clear_error(call, error, match):
         call()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_unknown_noise_level_with_hyperprior_sampled_jointly(alpha):
     y = jnp.array([-0.5])

@@ -84,7 +84,7 @@ def _sphere_nodes(d, xhat, z):
     return points.reshape(-1, d), log_w.reshape(-1)
 
 
-@pytest.mark.parametrize("d", [3, 4])
+@pytest.mark.parametrize("d", [3, pytest.param(4, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("process", ["ve", "vp"])
 @pytest.mark.parametrize("sigma", SIGMAS)
 def test_sphere_score_matches_quadrature(d, process, sigma):

@@ -165,6 +165,7 @@ def test_bip_langevin_matches_exact_phantom_posterior(key):
     assert 0.94 < out["std_ratio_median"] < 1.06
 
 
+@pytest.mark.slow
 def test_sphere_von_mises_fisher_mean(key):
     """vMF(kappa = 5) on S^2 through the hyperspherical chart (area element sin u_1):
     E[x] = (coth kappa - 1/kappa) mu; 4 x 2000 draws, Monte Carlo error about 0.003."""

@@ -51,6 +51,7 @@ def maxent_run(tmp_path_factory):
     return out, bip.solve.solve(spec, out, progress=False)
 
 
+@pytest.mark.slow
 def test_prior_fit_flags_camera_under_the_phantom_prior(camera_spec):
     report = bip.solve.solve(camera_spec, progress=False)
     fit = report["prior_fit"]
@@ -60,6 +61,7 @@ def test_prior_fit_flags_camera_under_the_phantom_prior(camera_spec):
     assert report["raw"]["psnr"] < 20.0  # the estimate is indeed poor
 
 
+@pytest.mark.slow
 def test_prior_fit_passes_on_shipped_specs_generic_and_maxent(maxent_run):
     generic = bip.solve.solve(_small("deblur-digits"), progress=False)
     _, maxent = maxent_run
@@ -70,6 +72,7 @@ def test_prior_fit_passes_on_shipped_specs_generic_and_maxent(maxent_run):
     assert maxent["prior_fit"]["statistic"].endswith("of the denoised posterior mean")
 
 
+@pytest.mark.slow
 def test_maxent_raw_intervals_flagged_denoised_ones_tighter(maxent_run):
     _, report = maxent_run
     raw, denoised = report["raw"], report["denoised"]
@@ -103,6 +106,7 @@ def test_misfit_and_its_reference_range():
     assert hi == pytest.approx(chi2.ppf(0.995, 1024) / 1024, abs=0.01)
 
 
+@pytest.mark.slow
 def test_report_md_explains_every_key_and_outputs_are_0644(maxent_run):
     out, report = maxent_run
     missing = [k for k in bip.solve.report_keys(report) if bip.solve.explain(k) is None]

@@ -97,6 +97,7 @@ def four_devices():
     return json.loads(line[len("RESULT") :])
 
 
+@pytest.mark.slow
 def test_sampler_same_draws_on_one_and_four_devices(four_devices):
     out = four_devices
     assert out["devices"] == 4
@@ -107,6 +108,7 @@ def test_sampler_same_draws_on_one_and_four_devices(four_devices):
     assert out["diffusion_max_diff"] <= 1e-12
 
 
+@pytest.mark.slow
 def test_chain_arrays_are_sharded_over_four_devices(four_devices):
     out = four_devices
     assert out["run_devices"] == 4
@@ -118,6 +120,7 @@ def test_chain_arrays_are_sharded_over_four_devices(four_devices):
     assert out["sweep_shard_shapes"] == [[16, 2]]
 
 
+@pytest.mark.slow
 def test_sweep_same_results_on_one_and_four_devices(four_devices):
     plain, sharded = four_devices["sweep_records"]
     assert len(plain) == len(sharded) == 2 * 4
@@ -130,6 +133,7 @@ def test_sweep_same_results_on_one_and_four_devices(four_devices):
     assert eps[0] == eps[1]
 
 
+@pytest.mark.slow
 def test_divisibility_error_names_both_numbers(four_devices):
     message = four_devices["error"]
     assert "(10)" in message and "(4)" in message

@@ -286,6 +286,7 @@ def phantom_run(tmp_path_factory):
     return train(TINY_PHANTOM, out, resume=False, progress=False, evaluate=False)
 
 
+@pytest.mark.slow
 def test_tiny_unet_recipe_trains_and_loads(phantom_run):
     assert phantom_run.complete and phantom_run.losses.shape == (12,)
     assert np.all(np.isfinite(phantom_run.losses))

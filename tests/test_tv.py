@@ -115,6 +115,7 @@ def _smoothed_tv_lbfgs(matrix: np.ndarray, y: np.ndarray, lam: float, n: int) ->
     return flat.reshape(n, n)
 
 
+@pytest.mark.slow
 def test_ct_matches_lbfgs_on_smoothed_tv_and_long_pdhg():
     n, lam = 8, 0.5
     angles = jnp.linspace(0.0, 180.0, 5, endpoint=False)
