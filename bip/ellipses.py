@@ -36,13 +36,23 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
-from bip import _checks
+from bip import _checks, _laplace
+from bip._laplace import BoxChart
 
 Array = jax.Array
 
-__all__ = ["RandomEllipseLaw", "render"]
+__all__ = [
+    "MultiEllipseManifold",
+    "RandomEllipseLaw",
+    "grid_manifold",
+    "render",
+    "shepp_logan_manifold",
+]
+
+PARAMETERS = _laplace.PARAMETERS  # of each ellipse, as in bip.images
 
 
 def _float():
@@ -212,3 +222,348 @@ def _pair(name: str, value) -> tuple[float, float]:
         return float(lo), float(hi)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a (min, max) pair, got {value!r}") from None
+
+
+# --------------------------------------------------------------------------- exact chart
+
+
+@struct.dataclass
+class MultiEllipseManifold(BoxChart):
+    """Images ``(size, size)`` of ``k`` smooth-edged ellipses: a manifold with an exact chart.
+
+    Ellipse ``i`` has the parameters ``PARAMETERS = (cx, cy, a, b, theta, I)`` (field
+    half-widths, ``theta`` in radians from ``+x`` towards ``+y``) in the box ``[lower[i],
+    upper[i]]``; parameters with ``lower == upper`` are fixed, the others are the chart
+    coordinates ``u`` (``n = intrinsic_dim`` of them, row-major: ellipse by ellipse, in
+    ``PARAMETERS`` order). The image is the sum of the ellipses, each rendered like
+    ``bip.images.PhantomManifold`` (one ellipse):
+    ``I sigmoid((1 - q) sqrt(a b) size / (4 edge_width))``, ``q`` the ellipse's quadratic form.
+    Every ellipse's box, widened by 25%, keeps ``a, b > 0``, and ``a > b`` where ``theta`` is
+    free, with a ``theta`` range below ``pi / 1.5`` (so rotations are identifiable).
+
+    ``bip.images.PhantomLaw(manifold)`` is the uniform law on the box, with the exact-chart
+    (Laplace) score: ``bip.priors.exact(PhantomLaw(manifold))``, ``bip.references.chart_of``.
+    The chart is injective when no two ellipses can swap (``grid_manifold`` gives each ellipse
+    its own cell). Jacobians and the curvature of the Laplace step are computed one ellipse at
+    a time (the image is a sum), so a score costs ``O(6 k)`` renders of one ellipse per
+    solver step, not ``O(n k)``.
+
+    Build one with ``grid_manifold`` (``k`` ellipses, each free in its own cell) or
+    ``shepp_logan_manifold`` (the modified Shepp-Logan phantom with a few free parameters).
+
+    Attributes:
+        lower, upper: the boxes ``(k, 6)`` (``PARAMETERS`` order), ``lower <= upper``.
+        size: image side in pixels (>= 8).
+        edge_width: logistic edge scale in pixels (> 0).
+        free: flat indices into the ``(k, 6)`` table of the chart coordinates (derived).
+
+    Example:
+        >>> m = grid_manifold(4, size=64)                      # 24 chart coordinates
+        >>> law = bip.images.PhantomLaw(m)
+        >>> x = law.sample(jax.random.key(0), (2,))            # (2, 64, 64)
+        >>> score = bip.priors.exact(law).score(x, 0.05)       # (2, 64, 64)
+    """
+
+    lower: Array
+    upper: Array
+    size: int = struct.field(pytree_node=False, default=128)
+    edge_width: float = 1.0
+    free: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
+
+    solver_defaults = (3, 1, 12)
+
+    def __post_init__(self):
+        _checks.integer("size", self.size, minimum=8)
+        _checks.positive("edge_width", self.edge_width)
+        if not _checks.is_concrete((self.lower, self.upper)):
+            return
+        lower, upper = (jnp.asarray(v, dtype=_float()) for v in (self.lower, self.upper))
+        if lower.ndim != 2 or lower.shape[-1] != 6 or upper.shape != lower.shape:
+            raise ValueError(
+                f"lower and upper must be (k, 6) boxes {PARAMETERS}, got shapes "
+                f"{lower.shape} and {upper.shape}"
+            )
+        _checks.finite("lower", lower)
+        _checks.finite("upper", upper)
+        lo, hi = np.asarray(lower, float), np.asarray(upper, float)
+        if np.any(lo > hi):
+            raise ValueError("lower must be <= upper (equal for a fixed parameter)")
+        for i in range(lo.shape[0]):
+            _laplace.check_box(lo[i], hi[i], f"ellipse {i}: ")
+        free = tuple(int(j) for j in np.flatnonzero((lo < hi).reshape(-1)))
+        if not free:
+            raise ValueError("no free parameter: lower < upper somewhere")
+        object.__setattr__(self, "lower", lower)
+        object.__setattr__(self, "upper", upper)
+        object.__setattr__(self, "free", free)
+
+    # ---- static structure
+
+    @property
+    def count(self) -> int:
+        """Number ``k`` of ellipses."""
+        return int(self.lower.shape[0])
+
+    @property
+    def intrinsic_dim(self) -> int:
+        return len(self.free)
+
+    @property
+    def _moving(self) -> tuple[int, ...]:
+        """The ellipses with at least one free parameter."""
+        return tuple(sorted({j // 6 for j in self.free}))
+
+    @property
+    def bounds(self) -> tuple[Array, Array]:
+        """``(lower, upper)`` of the free parameters, each ``(n,)``: the chart domain."""
+        idx = np.asarray(self.free)
+        return self.lower.reshape(-1)[idx], self.upper.reshape(-1)[idx]
+
+    def parameters(self, u: Array) -> Array:
+        """All parameters ``(..., k, 6)`` of chart coordinates ``u (..., n)``."""
+        u = jnp.asarray(u)
+        _checks.event_shape("u", u, (self.intrinsic_dim,))
+        base = jnp.broadcast_to(
+            self.lower.reshape(-1).astype(u.dtype), u.shape[:-1] + (6 * self.count,)
+        )
+        return base.at[..., np.asarray(self.free)].set(u).reshape(u.shape[:-1] + (self.count, 6))
+
+    def table(self, u: Array) -> Array:
+        """``bip.tomography`` ellipse rows ``(..., k, 6)`` ``(I, a, b, cx, cy, theta in degrees)``
+        of chart coordinates ``u (..., n)``: ``bip.tomography.ellipse_sinogram(table(u)[i],
+        geometry)`` is the exact sinogram of the hard-edged ellipses, which the chart's logistic
+        edges blur: measured against ``projector(chart(u))``, 8% relative at 128 px and 4% at
+        256 px for ``grid_manifold(4)`` (the hard 8x8-supersampled raster: 2.7% and 1.4%)."""
+        p = self.parameters(u)
+        deg = jnp.rad2deg(p[..., 4])
+        return jnp.stack([p[..., 5], p[..., 2], p[..., 3], p[..., 0], p[..., 1], deg], axis=-1)
+
+    # ---- chart
+
+    def _scale(self):
+        return self.size / (4.0 * self.edge_width)
+
+    def _sum(self, p: Array, gx: Array, gy: Array) -> Array:
+        scale = self._scale()
+        return jnp.sum(jax.vmap(lambda q: _laplace.ellipse(q, gx, gy, scale))(p), axis=0)
+
+    def _chart(self, u: Array) -> Array:
+        p = self.parameters(u).reshape((-1, self.count, 6))
+        gx, gy = (jnp.asarray(g, u.dtype) for g in self._grid())
+        images = jax.vmap(lambda q: self._sum(q, gx, gy))(p)
+        return images.reshape(u.shape[:-1] + self.event_shape)
+
+    def _unit_parameters(self, z: Array) -> Array:
+        """Parameters ``(k, 6)`` of one box-normalised point ``z (n,)``."""
+        lo, hi = (v.astype(z.dtype) for v in self.bounds)
+        flat = self.lower.reshape(-1).astype(z.dtype)
+        return flat.at[np.asarray(self.free)].set(lo + z * (hi - lo)).reshape(self.count, 6)
+
+    def _flat_grid(self, dtype):
+        return tuple(jnp.asarray(g.reshape(-1), dtype) for g in self._grid())
+
+    def _render_unit(self, z: Array) -> Array:
+        return self._sum(self._unit_parameters(z), *self._flat_grid(z.dtype))
+
+    def _selection(self, dtype) -> Array:
+        """``(6 m, n)``: the chart coordinates among the parameters of the ``m`` moving
+        ellipses, times the box widths (``d params / d z``)."""
+        moving = {e: i for i, e in enumerate(self._moving)}
+        rows = np.asarray([6 * moving[j // 6] + j % 6 for j in self.free])
+        select = np.zeros((6 * len(moving), self.intrinsic_dim))
+        select[rows, np.arange(self.intrinsic_dim)] = 1.0
+        lo, hi = (v.astype(dtype) for v in self.bounds)
+        return jnp.asarray(select, dtype) * (hi - lo)[None, :]
+
+    def _moving_parts(self, z: Array, r: Array | None):
+        p = self._unit_parameters(z)[np.asarray(self._moving)]
+        gx, gy = self._flat_grid(z.dtype)
+        parts = lambda q: _ellipse_parts(q, gx, gy, self._scale(), r)  # noqa: E731
+        return jax.vmap(parts)(p)
+
+    def _jacobian_unit(self, z: Array) -> Array:
+        jac, _ = self._moving_parts(z, None)  # (m, pixels, 6)
+        flat = jnp.moveaxis(jac, 0, 1).reshape(jac.shape[1], -1)
+        return flat @ self._selection(z.dtype)
+
+    def _curvature_unit(self, z: Array, r: Array) -> Array:
+        _, curvature = self._moving_parts(z, r)  # (m, 6, 6): ellipses do not interact
+        m = curvature.shape[0]
+        eye = jnp.eye(m, dtype=z.dtype)
+        block = jnp.einsum("kij,kl->kilj", curvature, eye).reshape(6 * m, 6 * m)
+        select = self._selection(z.dtype)
+        return select.T @ block @ select
+
+    def _starts(self, img: Array, num_starts: int) -> Array:
+        """Solver starts ``(num_starts, n)``: each ellipse's image moments over the pixels
+        nearest its box centre (its cell), then the box centre and quasi-random points."""
+        gx, gy = (jnp.asarray(g, img.dtype) for g in self._grid())
+        anchor = (0.5 * (self.lower[:, :2] + self.upper[:, :2])).astype(img.dtype)
+        d2 = (gx[None] - anchor[:, 0, None, None]) ** 2 + (gy[None] - anchor[:, 1, None, None]) ** 2
+        cells = (d2 <= jnp.min(d2, axis=0, keepdims=True)).astype(img.dtype)
+        moments = jax.vmap(lambda w: _laplace.moment_start(gx, gy, img, w))(cells)
+        lo, hi = (v.astype(img.dtype) for v in self.bounds)
+        first = (moments.reshape(-1)[np.asarray(self.free)] - lo) / (hi - lo)
+        return _laplace.starts_from(first, num_starts)
+
+
+def grid_manifold(
+    count: int,
+    size: int = 128,
+    edge_width: float = 1.0,
+    extent: float = 0.8,
+    jitter: float = 0.15,
+    major: tuple[float, float] = (0.25, 0.35),
+    minor: tuple[float, float] = (0.1, 0.18),
+    theta: tuple[float, float] = (-1.0, 1.0),
+    intensity: tuple[float, float] = (0.5, 1.0),
+) -> MultiEllipseManifold:
+    """``count`` ellipses, each free (6 parameters) in its own cell of a square grid.
+
+    The grid has ``ceil(sqrt(count))`` columns of cells of side ``w = 2 extent / columns``
+    (rows centred vertically); ellipse ``i`` sits in cell ``i`` (row-major): its centre within
+    ``jitter w`` of the cell centre, ``a`` in ``major * w``, ``b`` in ``minor * w``, ``theta``
+    and ``I`` in the given ranges. With the defaults an ellipse never leaves its cell, so the
+    chart is injective and the nearest-point search starts from each cell's image moments.
+
+    Example:
+        >>> grid_manifold(4, size=128).intrinsic_dim
+        24
+    """
+    count = _checks.integer("count", count)
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    w = 2.0 * extent / columns
+    lower, upper = [], []
+    for i in range(count):
+        cx = -extent + w * (i % columns + 0.5)
+        cy = -0.5 * rows * w + w * (i // columns + 0.5)
+        centre = (
+            cx,
+            cy,
+            w * sum(major) / 2,
+            w * sum(minor) / 2,
+            sum(theta) / 2,
+            sum(intensity) / 2,
+        )
+        half = (
+            jitter * w,
+            jitter * w,
+            w * (major[1] - major[0]) / 2,
+            w * (minor[1] - minor[0]) / 2,
+        )
+        half = half + ((theta[1] - theta[0]) / 2, (intensity[1] - intensity[0]) / 2)
+        lower.append([c - h for c, h in zip(centre, half, strict=True)])
+        upper.append([c + h for c, h in zip(centre, half, strict=True)])
+    return MultiEllipseManifold(jnp.asarray(lower), jnp.asarray(upper), size, edge_width)
+
+
+def shepp_logan_manifold(
+    size: int = 256, shift: float = 0.03, edge_width: float = 1.0
+) -> MultiEllipseManifold:
+    """The modified Shepp-Logan phantom (``bip.tomography.shepp_logan_ellipses``) with the
+    centres of its eight inner ellipses free: each moves by up to ``shift`` field half-widths
+    along ``x`` and ``y`` (16 chart coordinates); skull, brain, sizes, angles and intensities
+    are fixed. The box centre is the phantom itself.
+
+    Example:
+        >>> m = shepp_logan_manifold(256)
+        >>> m.count, m.intrinsic_dim
+        (10, 16)
+    """
+    from bip import tomography
+
+    t = np.asarray(tomography.shepp_logan_ellipses())
+    params = np.stack([t[:, 3], t[:, 4], t[:, 1], t[:, 2], np.deg2rad(t[:, 5]), t[:, 0]], -1)
+    offset = np.zeros_like(params)
+    offset[2:, :2] = shift
+    return MultiEllipseManifold(
+        jnp.asarray(params - offset), jnp.asarray(params + offset), size, edge_width
+    )
+
+
+def _ellipse_parts(p: Array, gx: Array, gy: Array, scale, r: Array | None):
+    """Closed-form derivatives of one ``bip._laplace.ellipse`` at the points ``(gx, gy)``
+    ``(P,)``: its Jacobian ``(P, 6)`` in ``PARAMETERS`` order and, given ``r (P,)``, the
+    curvature ``sum_pixels r d^2 f`` ``(6, 6)`` (else None).
+
+    ``f = I sigmoid(t)``, ``t = (1 - q) g``, ``g = sqrt(a b) scale``, ``q = A u^2 + B v^2`` with
+    ``A = a^-2``, ``B = b^-2`` and ``(u, v)`` the point in the ellipse's frame. The second
+    derivatives of ``q`` are polynomials in ``(u, v)``, so the curvature needs six weighted
+    moments of the pixels and one ``(P, 5)`` outer product.
+    """
+    cx, cy, a, b, th, inten = (p[i] for i in range(6))
+    c, s = jnp.cos(th), jnp.sin(th)
+    dx, dy = gx - cx, gy - cy
+    u, v = c * dx + s * dy, c * dy - s * dx
+    aa, bb = 1.0 / (a * a), 1.0 / (b * b)
+    q = aa * u * u + bb * v * v
+    g = jnp.sqrt(a * b) * scale
+    grad_g = jnp.stack([0.0 * g, 0.0 * g, 0.5 * g / a, 0.5 * g / b, 0.0 * g])
+    # d q / d (cx, cy, a, b, theta)
+    grad_q = jnp.stack(
+        [
+            -2.0 * (aa * c * u - bb * s * v),
+            -2.0 * (aa * s * u + bb * c * v),
+            -2.0 * aa * u * u / a,
+            -2.0 * bb * v * v / b,
+            2.0 * (aa - bb) * u * v,
+        ],
+        axis=-1,
+    )  # (P, 5)
+    grad_t = -g * grad_q + (1.0 - q)[:, None] * grad_g[None, :]
+    sig = jax.nn.sigmoid((1.0 - q) * g)
+    d1 = sig * (1.0 - sig)
+    jac = jnp.concatenate([(inten * d1)[:, None] * grad_t, sig[:, None]], axis=-1)
+    if r is None:
+        return jac, None
+    d2 = d1 * (1.0 - 2.0 * sig)
+    w = r * inten * d1
+    m0, mu, mv = jnp.sum(w), jnp.sum(w * u), jnp.sum(w * v)
+    muu, mvv, muv = jnp.sum(w * u * u), jnp.sum(w * v * v), jnp.sum(w * u * v)
+    k, ia3, ib3 = 2.0 * (aa - bb), 1.0 / a**3, 1.0 / b**3
+    zero = 0.0 * m0
+    hq = jnp.array(  # sum_pixels w d^2 q
+        [
+            [
+                2 * (aa * c * c + bb * s * s) * m0,
+                k * c * s * m0,
+                4 * c * ia3 * mu,
+                -4 * s * ib3 * mv,
+                -k * (c * mv - s * mu),
+            ],
+            [
+                k * c * s * m0,
+                2 * (aa * s * s + bb * c * c) * m0,
+                4 * s * ia3 * mu,
+                4 * c * ib3 * mv,
+                -k * (c * mu + s * mv),
+            ],
+            [4 * c * ia3 * mu, 4 * s * ia3 * mu, 6 * aa * aa * muu, zero, -4 * ia3 * muv],
+            [-4 * s * ib3 * mv, 4 * c * ib3 * mv, zero, 6 * bb * bb * mvv, 4 * ib3 * muv],
+            [
+                -k * (c * mv - s * mu),
+                -k * (c * mu + s * mv),
+                -4 * ia3 * muv,
+                4 * ib3 * muv,
+                k * (mvv - muu),
+            ],
+        ]
+    )
+    wq = jnp.sum(w[:, None] * grad_q, axis=0)  # sum_pixels w d q
+    hg = jnp.array(  # d^2 g
+        [
+            [zero] * 5,
+            [zero] * 5,
+            [zero, zero, -0.25 * g / (a * a), 0.25 * g / (a * b), zero],
+            [zero, zero, 0.25 * g / (a * b), -0.25 * g / (b * b), zero],
+            [zero] * 5,
+        ]
+    )
+    w1q = m0 - aa * muu - bb * mvv  # sum_pixels w (1 - q)
+    ht = -g * hq - jnp.outer(wq, grad_g) - jnp.outer(grad_g, wq) + w1q * hg
+    geometric = ht + (grad_t * (r * inten * d2)[:, None]).T @ grad_t
+    cross = jnp.sum((r * d1)[:, None] * grad_t, axis=0)
+    top = jnp.concatenate([geometric, cross[:, None]], axis=1)
+    bottom = jnp.concatenate([cross, jnp.zeros((1,), cross.dtype)])[None, :]
+    return jac, jnp.concatenate([top, bottom], axis=0)

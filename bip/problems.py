@@ -69,9 +69,10 @@ _REQUIRED = object()
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {"name": (str, _REQUIRED), "description": (str, "")},
     "data": {
-        "source": (str, _REQUIRED),  # circle | phantom | digits | faces | shepp-logan | file
+        "source": (str, _REQUIRED),  # circle | phantom | ellipses | ... | file (CHOICES)
         "size": (int, 32),
         "free": (list, list(PHANTOM_PARAMETERS)),  # phantom: the free chart parameters
+        "count": (list, [5, 15]),  # ellipses: [min, max] per image; ellipse-grid: [k]
         "path": (str, ""),  # file: the ground truth (.npy), relative to the spec
         "measurement": (str, ""),  # a measured y (.npy) instead of a simulated one
         "index": (int, 0),
@@ -142,7 +143,17 @@ OPTIONAL_SECTIONS = {"robustness"}
 _TYPE_NAMES = {int: "an integer", (int, float): "a number", str: "a string", list: "a list"}
 
 CHOICES = {
-    ("data", "source"): ("circle", "phantom", "digits", "faces", "shepp-logan", "file"),
+    ("data", "source"): (
+        "circle",
+        "phantom",
+        "ellipses",  # bip.ellipses.RandomEllipseLaw (no exact chart)
+        "ellipse-grid",  # PhantomLaw(bip.ellipses.grid_manifold(k)): exact chart
+        "shepp-logan-family",  # PhantomLaw(bip.ellipses.shepp_logan_manifold()): exact chart
+        "digits",
+        "faces",
+        "shepp-logan",
+        "file",
+    ),
     ("robustness", "error"): ("smooth", "smooth_nonconservative"),
     ("robustness", "metric"): ("energy", "mean_shift"),
     ("operator", "kind"): (
@@ -232,6 +243,16 @@ def validate(raw: dict, origin: str = "<spec>") -> dict:
     if not free or any(p not in PHANTOM_PARAMETERS for p in free):
         raise SpecError(f"{origin}: 'data.free' must list names from {PHANTOM_PARAMETERS}")
     spec["data"]["free"] = [p for p in PHANTOM_PARAMETERS if p in free]
+    count = spec["data"]["count"]
+    if not (
+        1 <= len(count) <= 2
+        and all(isinstance(c, int) and not isinstance(c, bool) for c in count)
+        and 0 <= count[0] <= count[-1]
+        and count[-1] >= 1
+    ):
+        raise SpecError(f"{origin}: 'data.count' must be [min, max] or [k], 0 <= min <= max >= 1")
+    if spec["data"]["source"] == "ellipse-grid" and count[0] != count[-1]:
+        raise SpecError(f"{origin}: data.source = 'ellipse-grid' needs a fixed 'data.count' [k]")
     if spec["data"]["source"] == "file" and not (
         spec["data"]["path"] or spec["data"]["measurement"]
     ):
@@ -334,7 +355,8 @@ class Problem:
     """A built problem: ground truth, operator, observation and the posterior's pieces.
 
     ``truth`` is None when a measured ``y`` comes without a ground truth; ``manifold`` and
-    ``law`` are the data's known manifold and exact law (None for real images);
+    ``law`` are the data's known manifold and law (None for real images; the random-ellipse
+    law has no manifold, so no exact prior);
     ``baseline`` is ``bip.baselines.classical``'s report and ``baseline_images`` its
     reconstructions of the test image at the chosen settings.
     """
@@ -389,7 +411,8 @@ def _load_array(spec: dict, key: str) -> Array:
 
 
 def _truth_and_manifold(spec: dict, key) -> tuple[Array | None, Any, Any]:
-    """Return (truth or None, manifold or None, exact data law or None)."""
+    """Return (truth or None, manifold or None, data law or None: exact where the manifold is
+    known)."""
     data = spec["data"]
     source = data["source"]
     if source == "circle":
@@ -400,11 +423,13 @@ def _truth_and_manifold(spec: dict, key) -> tuple[Array | None, Any, Any]:
         return (_load_array(spec, "path") if data["path"] else None), None, None
     from bip import images
 
-    if source == "phantom":
-        manifold = images.PhantomManifold(size=data["size"], free=tuple(data["free"]))
-        law = images.PhantomLaw(manifold)
-        truth = law.sample(jax.random.fold_in(key, data["index"]), ())
-        return truth, manifold, law
+    if source in ("phantom", "ellipses", "ellipse-grid", "shepp-logan-family"):
+        law = _image_law(data)
+        if source == "shepp-logan-family":  # the phantom itself: the centre of the box
+            truth = law.manifold.chart(0.5 * (law.manifold.bounds[0] + law.manifold.bounds[1]))
+        else:
+            truth = law.sample(jax.random.fold_in(key, data["index"]), ())
+        return truth, law.manifold, law
     collection = {"digits": lambda: images.digits(data["size"]), "faces": images.faces}.get(
         source, lambda: images.phantom(data["size"])[None]
     )()
@@ -414,6 +439,20 @@ def _truth_and_manifold(spec: dict, key) -> tuple[Array | None, Any, Any]:
             f"{collection.shape[0]} images of {source!r}"
         )
     return jnp.asarray(collection[data["index"]]), None, None
+
+
+def _image_law(data: dict):
+    """The random image law of a ``data`` table (phantom and ellipse sources)."""
+    from bip import ellipses, images
+
+    size, source = data["size"], data["source"]
+    if source == "ellipses":
+        return ellipses.RandomEllipseLaw(size, count=(data["count"][0], data["count"][-1]))
+    if source == "ellipse-grid":
+        return images.PhantomLaw(ellipses.grid_manifold(data["count"][0], size))
+    if source == "shepp-logan-family":
+        return images.PhantomLaw(ellipses.shepp_logan_manifold(size))
+    return images.PhantomLaw(images.PhantomManifold(size=size, free=tuple(data["free"])))
 
 
 def _operator(spec: dict, event_shape: tuple[int, ...]) -> operators.Operator:
@@ -451,10 +490,11 @@ def _operator(spec: dict, event_shape: tuple[int, ...]) -> operators.Operator:
 def _prior(spec: dict, law) -> priors.ScorePrior:
     source = spec["prior"]["source"]
     if source == "exact":
-        if law is None:
+        if getattr(law, "manifold", None) is None:
             raise SpecError(
                 f"{_origin(spec)}: prior.source = 'exact' needs data on a known manifold "
-                "(circle, phantom); name a trained prior from priors/ instead"
+                "(circle, phantom, ellipse-grid, shepp-logan-family); name a trained prior "
+                "from priors/ instead"
             )
         return priors.exact(law)
     from bip import networks
@@ -531,9 +571,9 @@ def _validation(spec: dict, op: operators.Operator, law) -> tuple[Array, Array, 
     data = spec["data"]
     key = jax.random.fold_in(jax.random.key(spec["sampler"]["seed"]), 0x7A11D)
     k_images, k_noise = jax.random.split(key)
-    if data["source"] == "phantom":
+    if data["source"] in ("phantom", "ellipses", "ellipse-grid", "shepp-logan-family"):
         truths = law.sample(k_images, (VALIDATION_IMAGES,))
-        note = f"{VALIDATION_IMAGES} other draws of the phantom law"
+        note = f"{VALIDATION_IMAGES} other draws of the {data['source']} law"
     elif data["source"] in ("digits", "faces"):
         from bip import images
 

@@ -4,8 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_images import _brute_force
 
-from bip import ellipses, tomography
+import bip.priors
+import bip.references
+from bip import ellipses, images, problems, tomography
+from bip._laplace import BoxChart
 
 
 def test_random_law_images_nonnegative_inside_disc(key):
@@ -76,3 +80,137 @@ def test_random_law_bad_input():
         ellipses.render(jnp.array([[1.0, 0.0, 0.5, 0.0, 0.0, 0.0]]), 8)
     with pytest.raises(ValueError, match="rows"):
         ellipses.render(jnp.ones((3, 5)), 8)
+
+
+# --------------------------------------------------------------------------- exact chart
+
+
+def test_one_ellipse_is_the_phantom_manifold():
+    """k = 1 with PhantomManifold's box: the same chart, and the same smoothed law."""
+    pm = images.PhantomManifold(size=16)
+    mm = ellipses.MultiEllipseManifold(pm.lower[None], pm.upper[None], size=16)
+    u = images.PhantomLaw(pm).sample_coordinates(jax.random.key(0), (3,))
+    np.testing.assert_array_equal(mm.chart(u), pm.chart(u))
+    x = pm.chart(u) + 0.05 * jax.random.normal(jax.random.key(1), (3, 16, 16))
+    logp, score = images.PhantomLaw(pm).smoothed(x, 0.05, 1.0)
+    same = images.PhantomLaw(mm, num_starts=8, num_refined=4, num_iterations=20)
+    logp_m, score_m = same.smoothed(x, 0.05, 1.0)
+    np.testing.assert_allclose(score_m, score, rtol=1e-7, atol=1e-7 * float(jnp.abs(score).max()))
+    np.testing.assert_allclose(logp_m, logp, rtol=1e-9)
+
+
+@pytest.mark.parametrize("which", ["grid", "shepp-logan"])
+def test_closed_form_derivatives_match_autodiff(which):
+    m = ellipses.grid_manifold(3, 16) if which == "grid" else ellipses.shepp_logan_manifold(16)
+    z = jax.random.uniform(jax.random.key(2), (m.intrinsic_dim,))
+    r = jax.random.normal(jax.random.key(3), (16 * 16,))
+    jac, auto_jac = jax.jit(lambda z: (m._jacobian_unit(z), BoxChart._jacobian_unit(m, z)))(z)
+    both = jax.jit(lambda z, r: (m._curvature_unit(z, r), BoxChart._curvature_unit(m, z, r)))
+    curv, auto_curv = both(z, r)
+    assert float(jnp.abs(jac - auto_jac).max()) < 1e-12 * float(jnp.abs(auto_jac).max())
+    assert float(jnp.abs(curv - auto_curv).max()) < 1e-12 * float(jnp.abs(auto_curv).max())
+
+
+def test_multi_ellipse_score_matches_quadrature():
+    """Two ellipses, two free parameters (the first one's centre x, the second one's major
+    semi-axis): the Laplace score against Gauss-Legendre quadrature (test_images' brute force)."""
+    lower = jnp.array([[-0.5, 0.0, 0.4, 0.3, 0.4, 0.8], [0.45, 0.0, 0.3, 0.25, -0.3, 0.6]])
+    upper = lower.at[0, 0].add(0.2).at[1, 2].add(0.1)
+    m = ellipses.MultiEllipseManifold(lower, upper, size=16)
+    law = images.PhantomLaw(m)
+    sigma = 0.02
+    z_true = jnp.array([[0.3, 0.6], [0.7, 0.4]])
+    x = m.chart(m._from_unit(z_true)) + sigma * jax.random.normal(jax.random.key(4), (2, 16, 16))
+    logp, score = law.smoothed(x, sigma, 1.0)
+    u_hat = m.coordinate(x)
+    z_hat = np.asarray(m._to_unit(u_hat))
+    # posterior standard deviations of the normalised coordinates: sigma sqrt(diag g^-1) / width
+    width = np.asarray(m.bounds[1] - m.bounds[0])
+    sds = sigma * np.sqrt(np.diagonal(np.linalg.inv(m.metric(u_hat)), axis1=-2, axis2=-1))
+    for i in range(2):
+        logp_ref, score_ref = _brute_force(m, x[i], sigma, z_hat[i], 10 * sds[i] / width)
+        normal = np.asarray(m.chart(m._from_unit(jnp.asarray(z_hat[i]))) - x[i])
+        o1 = score_ref - normal / sigma**2  # the Theta(1) part, which carries p_data
+        error = np.linalg.norm(np.asarray(score[i]) - score_ref)
+        # measured 5.2e-4 and 5.7e-4 of the O(1) part (2.4e-2 and 4.5e-3 at sigma = 0.05)
+        assert error < 2e-3 * np.linalg.norm(o1), error / np.linalg.norm(o1)
+        assert abs(float(logp[i]) - logp_ref) < 1e-3  # measured 2.3e-4, 1.9e-4
+
+
+def test_grid_manifold_nearest_point_and_exact_prior():
+    m = ellipses.grid_manifold(4, 24)
+    assert (m.count, m.intrinsic_dim) == (4, 24)
+    law = images.PhantomLaw(m)
+    u = law.sample_coordinates(jax.random.key(5), (4,))
+    x = m.chart(u)
+    assert float(x.min()) >= 0.0
+    np.testing.assert_allclose(m.coordinate(x), u, atol=1e-7)  # from the cells' moments
+    prior = bip.priors.exact(law)
+    noisy = x + 0.05 * jax.random.normal(jax.random.key(6), x.shape)
+    score = prior.score(noisy, 0.05)
+    maxent = bip.priors.tempered(prior, 1.0).score(noisy, 0.05)
+    np.testing.assert_allclose(maxent, 0.05 * score, rtol=1e-12)
+    pull = -(0.05**2) * score  # points back to the manifold: x - project(x)
+    residual = noisy - m.project(noisy)
+    cos = jnp.sum(pull * residual, axis=(-2, -1)) / jnp.sqrt(
+        jnp.sum(pull**2, axis=(-2, -1)) * jnp.sum(residual**2, axis=(-2, -1))
+    )
+    assert float(jnp.min(cos)) > 0.99
+    chart = bip.references.chart_of(law)
+    assert (chart.dim, chart.event_shape) == (24, (24, 24))
+    np.testing.assert_allclose(chart.chart(u[0]), x[0], atol=1e-14)
+    p = m.parameters(u[0])  # (4, 6): (cx, cy, a, b, theta, I) -> bip.tomography's rows
+    np.testing.assert_allclose(p.reshape(-1), u[0])
+    expected = jnp.stack([p[:, 5], p[:, 2], p[:, 3], p[:, 0], p[:, 1], jnp.rad2deg(p[:, 4])], -1)
+    np.testing.assert_allclose(m.table(u[0]), expected)
+
+
+def test_multi_ellipse_bad_input():
+    lower = jnp.array([[0.0, 0.0, 0.3, 0.15, -0.5, 0.5]])
+    with pytest.raises(ValueError, match="no free parameter"):
+        ellipses.MultiEllipseManifold(lower, lower)
+    with pytest.raises(ValueError, match="lower must be <= upper"):
+        ellipses.MultiEllipseManifold(lower, lower.at[0, 0].add(-0.1))
+    with pytest.raises(ValueError, match=r"\(k, 6\)"):
+        ellipses.MultiEllipseManifold(lower[:, :5], lower[:, :5])
+    with pytest.raises(ValueError, match="ellipse 0: .*a > b"):
+        ellipses.MultiEllipseManifold(lower, lower.at[0, 3].set(0.35).at[0, 4].set(0.5))
+    with pytest.raises(ValueError, match="u must have trailing shape"):
+        ellipses.grid_manifold(2, 16).chart(jnp.zeros(11))
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@pytest.mark.parametrize("name", ["ct-ellipses-128-exact", "ct-shepp-256"])
+def test_shipped_specs_parse_and_build_small(name):
+    spec = problems.load(name)
+    assert spec["prior"]["source"] == "exact" and spec["sampler"]["c"] <= 0.2
+    size = {"ct-ellipses-128-exact": 128, "ct-shepp-256": 256}[name]
+    assert spec["data"]["size"] == size
+    spec["data"]["size"] = 24  # the same law at 24 px: its truth, manifold and exact prior
+    truth, manifold, law = problems._truth_and_manifold(spec, jax.random.key(0))
+    assert truth.shape == (24, 24) and manifold is law.manifold
+    assert isinstance(manifold, ellipses.MultiEllipseManifold)
+    assert problems._prior(spec, law).event_shape == (24, 24)
+
+
+def test_random_ellipse_source_has_no_exact_prior():
+    raw = {
+        "name": "x",
+        "data": {"source": "ellipses", "size": 16, "count": [2, 3]},
+        "operator": {"kind": "radon"},
+        "noise": {"std": 0.1},
+        "sampler": {"sigma": 0.05},
+    }
+    spec = problems.validate(raw)
+    truth, manifold, law = problems._truth_and_manifold(spec, jax.random.key(0))
+    assert truth.shape == (16, 16) and manifold is None and law.count == (2, 3)
+    with pytest.raises(problems.SpecError, match="known manifold"):
+        problems._prior(spec, law)
+    raw["data"] = {"source": "ellipse-grid", "count": [2, 3]}
+    with pytest.raises(problems.SpecError, match="fixed 'data.count'"):
+        problems.validate(raw)
+    raw["data"] = {"source": "ellipses", "count": [3, 2]}
+    with pytest.raises(problems.SpecError, match="data.count"):
+        problems.validate(raw)
