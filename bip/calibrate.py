@@ -44,6 +44,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +280,9 @@ def _chart(problem: problems.Problem):
     return coordinates, names, scale
 
 
-def trial_statistics(problem: problems.Problem, truths, draws, references, seed: int = 0) -> dict:
+def trial_statistics(
+    problem: problems.Problem, truths: Array, draws: Array, references: Array, seed: int = 0
+) -> dict:
     """Per-trial calibration statistics of a batch (what ``calibrate`` stores and resumes):
 
     - ``pit_pixels (K, d)``: the randomised PIT of every pixel (``bip.calibration.pit``;
@@ -307,7 +310,13 @@ def trial_statistics(problem: problems.Problem, truths, draws, references, seed:
     return stats
 
 
-def summarize(stats: dict, problem: problems.Problem, num_draws: int, pixels, bins=None) -> dict:
+def summarize(
+    stats: dict,
+    problem: problems.Problem,
+    num_draws: int,
+    pixels: np.ndarray,
+    bins: int | None = None,
+) -> dict:
     """The JSON summary of per-trial statistics ``stats`` (``trial_statistics``, trials
     concatenated): SBC histograms of the randomised ranks (``pit_uniformity``: equal bins
     of the PIT) and chi-square p-values (chart coordinates and the pixels ``pixels``),
@@ -445,7 +454,7 @@ def _save(path: Path, config, stats, summary, complete: bool) -> None:
     outputs.write_folder(path, fill, content, overwrite=True)
 
 
-def _validated(spec) -> dict:
+def _validated(spec: str | os.PathLike | dict | problems.Problem) -> dict:
     if isinstance(spec, problems.Problem):
         return spec.spec
     if isinstance(spec, dict):
@@ -454,7 +463,7 @@ def _validated(spec) -> dict:
 
 
 def calibrate(
-    spec,
+    spec: str | os.PathLike | dict | problems.Problem,
     trials: int,
     out: str | os.PathLike | None = None,
     *,
@@ -464,7 +473,7 @@ def calibrate(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
-    on_batch=None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Calibrate a problem's posterior over ``trials`` repeated experiments.
 

@@ -45,6 +45,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import scipy.stats
+from numpy.typing import ArrayLike
 
 from bip import _checks
 
@@ -77,7 +78,7 @@ def _pair(truths, draws) -> tuple[np.ndarray, np.ndarray]:
     return truths, draws
 
 
-def ranks(truths, draws, seed: int = 0) -> np.ndarray:
+def ranks(truths: ArrayLike, draws: ArrayLike, seed: int = 0) -> np.ndarray:
     """SBC ranks: ``#{draws < truth}`` per trial and coordinate, ties broken uniformly at
     random (so a coordinate where truth and draws coincide, e.g. a clamped box boundary, still
     gets uniform ranks).
@@ -122,7 +123,7 @@ def _check_ranks(rank_values, num_draws: int, bins: int) -> np.ndarray:
     return r
 
 
-def rank_histogram(rank_values, num_draws: int, bins: int) -> np.ndarray:
+def rank_histogram(rank_values: ArrayLike, num_draws: int, bins: int) -> np.ndarray:
     """Counts of ranks in ``bins`` equal slices of ``{0, ..., L}`` (rank ``r`` falls in bin
     ``floor(r * bins / (L + 1))``).
 
@@ -143,7 +144,7 @@ def rank_histogram(rank_values, num_draws: int, bins: int) -> np.ndarray:
     return np.stack([np.sum(index == b, axis=0) for b in range(bins)])
 
 
-def rank_uniformity(rank_values, num_draws: int, bins: int) -> dict:
+def rank_uniformity(rank_values: ArrayLike, num_draws: int, bins: int) -> dict:
     """Chi-square test of uniform ranks, per coordinate (``scipy.stats.chisquare`` against the
     exact expected counts ``K P(bin)``, ``bins - 1`` degrees of freedom).
 
@@ -178,7 +179,7 @@ def _check_levels(levels, name: str = "levels") -> np.ndarray:
     return levels
 
 
-def pit(truths, draws, seed: int = 0) -> np.ndarray:
+def pit(truths: ArrayLike, draws: ArrayLike, seed: int = 0) -> np.ndarray:
     """Randomised probability integral transform of each truth under its draws:
     ``(rank + U) / (L + 1)`` with ``rank`` from ``ranks`` (same ``seed``) and ``U`` uniform on
     ``[0, 1)``. Exactly ``Uniform(0, 1)`` when the ``L`` draws and the truth are exchangeable
@@ -196,14 +197,16 @@ def pit(truths, draws, seed: int = 0) -> np.ndarray:
     return (rank + u) / (np.shape(draws)[1] + 1)
 
 
-def covered_from_pit(pit_values, levels: Sequence[float] = LEVELS) -> np.ndarray:
+def covered_from_pit(pit_values: ArrayLike, levels: Sequence[float] = LEVELS) -> np.ndarray:
     """Whether each PIT value lies in the central ``level`` slice ``[(1 - level)/2, (1 +
     level)/2]``: booleans ``(len(levels), K, ...)`` (see ``covered``)."""
     levels = _check_levels(levels).reshape((-1,) + (1,) * np.ndim(pit_values))
     return np.abs(np.asarray(pit_values, float)[None] - 0.5) <= levels / 2
 
 
-def covered(truths, draws, levels: Sequence[float] = LEVELS, seed: int = 0) -> np.ndarray:
+def covered(
+    truths: ArrayLike, draws: ArrayLike, levels: Sequence[float] = LEVELS, seed: int = 0
+) -> np.ndarray:
     """Whether each truth lies in the central ``level`` interval of its draws, read from its
     randomised PIT (``pit``): covered when ``(1 - level)/2 <= pit <= (1 + level)/2``, i.e.
     the truth lies between the order statistics that bound the central ``level`` share of
@@ -227,7 +230,9 @@ def covered(truths, draws, levels: Sequence[float] = LEVELS, seed: int = 0) -> n
     return covered_from_pit(pit(truths, draws, seed), levels)
 
 
-def coverage_curve(truths, draws, levels: Sequence[float] = LEVELS, seed: int = 0) -> np.ndarray:
+def coverage_curve(
+    truths: ArrayLike, draws: ArrayLike, levels: Sequence[float] = LEVELS, seed: int = 0
+) -> np.ndarray:
     """Empirical coverage per level and coordinate: ``covered(...)`` averaged over trials,
     ``(len(levels), ...)``; average the result over coordinates for a pixel-wise curve.
 
@@ -237,7 +242,13 @@ def coverage_curve(truths, draws, levels: Sequence[float] = LEVELS, seed: int = 
     return covered(truths, draws, levels, seed).mean(axis=1)
 
 
-def tarp_fractions(truths, draws, references, scale=None, seed: int = 0) -> np.ndarray:
+def tarp_fractions(
+    truths: ArrayLike,
+    draws: ArrayLike,
+    references: ArrayLike,
+    scale: ArrayLike | None = None,
+    seed: int = 0,
+) -> np.ndarray:
     """TARP's per-trial statistic: the share of draws closer to the reference point ``r_k``
     than the truth (Euclidean distance over the whole event, each coordinate divided by
     ``scale``), randomised like ``pit``: ``f_k = (#{i: |draw_ki - r_k| < |truth_k - r_k|} +
@@ -272,7 +283,7 @@ def tarp_fractions(truths, draws, references, scale=None, seed: int = 0) -> np.n
     return pit(np.linalg.norm(t, axis=-1), np.linalg.norm(d, axis=-1), seed)
 
 
-def expected_coverage(fractions, levels: Sequence[float] = TARP_LEVELS) -> np.ndarray:
+def expected_coverage(fractions: ArrayLike, levels: Sequence[float] = TARP_LEVELS) -> np.ndarray:
     """TARP's expected coverage probability ``ECP(level) = mean_k [f_k < level]``,
     ``(len(levels),)``; equal to ``levels`` for a calibrated posterior.
 
@@ -287,7 +298,7 @@ def expected_coverage(fractions, levels: Sequence[float] = TARP_LEVELS) -> np.nd
     return np.mean(f[None, :] < levels[:, None], axis=1)
 
 
-def tarp_summary(fractions, levels: Sequence[float] = TARP_LEVELS) -> dict:
+def tarp_summary(fractions: ArrayLike, levels: Sequence[float] = TARP_LEVELS) -> dict:
     """``{"levels", "ecp", "max_abs_error", "ks_pvalue"}`` of TARP fractions ``(K,)``:
     the ECP curve, its largest distance to the diagonal, and the Kolmogorov-Smirnov p-value
     of ``f ~ Uniform(0, 1)`` (``scipy.stats.kstest``).
@@ -307,7 +318,11 @@ def tarp_summary(fractions, levels: Sequence[float] = TARP_LEVELS) -> dict:
 
 
 def tarp(
-    truths, draws, references=None, seed: int = 0, levels: Sequence[float] = TARP_LEVELS
+    truths: ArrayLike,
+    draws: ArrayLike,
+    references: ArrayLike | None = None,
+    seed: int = 0,
+    levels: Sequence[float] = TARP_LEVELS,
 ) -> dict:
     """TARP (Lemos et al. 2023) of a set of trials: ``tarp_summary`` of ``tarp_fractions``.
 
@@ -339,13 +354,13 @@ def tarp(
     return {**tarp_summary(fractions, levels), "fractions": fractions}
 
 
-def ranks_from_pit(pit_values, num_draws: int) -> np.ndarray:
+def ranks_from_pit(pit_values: ArrayLike, num_draws: int) -> np.ndarray:
     """The ranks ``floor(pit * (L + 1))`` ``(K, ...)`` of PIT values from ``pit``."""
     p = np.asarray(pit_values, float)
     return np.minimum(np.floor(p * (num_draws + 1)).astype(int), num_draws)
 
 
-def pit_uniformity(pit_values, bins: int) -> dict:
+def pit_uniformity(pit_values: ArrayLike, bins: int) -> dict:
     """``rank_uniformity`` of PIT values ``(K, ...)`` binned in ``bins`` equal slices of
     ``[0, 1)`` (the ranks ``floor(pit * bins)``): the randomised PIT is exactly uniform for
     exact draws, so every bin expects ``K / bins`` whatever the number of draws ``L`` (rank
