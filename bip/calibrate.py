@@ -536,9 +536,9 @@ def calibrate(
             new["num_draws"] = np.full(count, draws.shape[1])
             new["diverged"] = np.full(count, diverged)
             stats = {k: np.concatenate([stats[k], v]) if stats else v for k, v in new.items()}
-            done += count
             if path is not None:
                 _save(path, config, stats, None, complete=False)
+            done += count  # after the save: an interrupted save leaves the earlier trials
             bar.update(count)
             if on_batch is not None:
                 on_batch(done, trials)
