@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import bip
-from bip.samplers import LangevinState, _chain_ok, _merge, _split, _tree_where, build_kernel
+from bip.chains import chain_ok, merge_algorithm, split_algorithm, tree_where
+from bip.kernels import LangevinState, build_kernel
 
 SIGMA = 0.1
 KAPPA = 4.0
@@ -102,9 +103,9 @@ def _loop(prior, h: float, num_steps: int, *, blackjax=False, check=False, info=
             new, sq_norm = jax.vmap(one_h)(keys, x)
             ok = True
             if check:
-                ok = _chain_ok(new, MAX_NORM) & ~diverged
+                ok = chain_ok(LangevinState(new), MAX_NORM) & ~diverged
                 newly = ~ok & ~diverged
-                new = _tree_where(ok, new, x)
+                new = tree_where(ok, new, x)
                 diverged, diverged_at = diverged | newly, jnp.where(newly, i, diverged_at)
             if info:
                 info_sum = info_sum + jnp.where(ok, sq_norm, 0.0).astype(info_sum.dtype)
@@ -137,11 +138,11 @@ def _old_run(algo, num_steps: int, thin: int):
     program, a scan over kept blocks of a scan over ``thin`` steps of ``vmap(algo.step)``
     with the divergence check and info sums, the algorithm's arrays traced, the draws stacked
     on the device."""
-    structure, arrays = _split(algo)
+    structure, arrays = split_algorithm(algo)
 
     @jax.jit
     def loop(arrays, key, x0):
-        algorithm = _merge(structure, arrays)
+        algorithm = merge_algorithm(structure, arrays)
         num_chains = x0.shape[0]
         state = jax.vmap(algorithm.init)(x0)
         _, info = jax.eval_shape(jax.vmap(algorithm.step), jax.random.split(key, num_chains), state)
@@ -152,12 +153,12 @@ def _old_run(algo, num_steps: int, thin: int):
             state, diverged, diverged_at, info_sum = carry
             keys = jax.random.split(jax.random.fold_in(key, i), num_chains)
             new, info = jax.vmap(algorithm.step)(keys, state)
-            ok = _chain_ok(new.position, MAX_NORM) & ~diverged
+            ok = chain_ok(new, MAX_NORM) & ~diverged
             newly = ~ok & ~diverged
             info_sum = jax.tree_util.tree_map(
                 lambda s, a: s + jnp.where(ok, a, 0.0).astype(s.dtype), info_sum, info
             )
-            state = _tree_where(ok, new, state)
+            state = tree_where(ok, new, state)
             return (state, diverged | newly, jnp.where(newly, i, diverged_at), info_sum), None
 
         def block(carry, b):

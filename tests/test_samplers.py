@@ -166,3 +166,88 @@ def test_mala_is_blackjax_mala():
     theirs = bip.samplers.run(jax.random.key(2), blackjax.mala(logdensity, 3e-3), x0, 50)
     np.testing.assert_array_equal(ours.samples, theirs.samples)
     np.testing.assert_array_equal(ours.info_mean.acceptance_rate, theirs.info_mean.acceptance_rate)
+
+
+def _poisoned(prior):
+    """``prior`` whose score is NaN wherever ``x[0] > 2``: a chain that gets there diverges."""
+
+    def score(params, x, sigma):
+        return jnp.where(x[..., :1] > 2.0, jnp.nan, PRIOR.score_fn(params, x, sigma))
+
+    return prior.replace(score_fn=score)
+
+
+def _assert_frozen_and_reported(run, expected, positions, starts=None):
+    diverged = np.asarray(run.diverged)
+    assert set(expected) <= set(np.flatnonzero(diverged).tolist())
+    assert run.divergence.indices.tolist() == np.flatnonzero(diverged).tolist()
+    assert np.all(np.asarray(run.diverged_at)[expected] == 0)  # NaN at the first step
+    for leaf in jax.tree_util.tree_leaves(positions):
+        assert np.all(np.isfinite(np.asarray(leaf)))  # never NaN returned
+    if starts is not None:  # frozen at the last finite position: where they started
+        np.testing.assert_array_equal(np.asarray(run.final_state.position)[expected], starts)
+
+
+def test_every_sampler_freezes_and_reports_chains_whose_drift_turns_nan():
+    """All multi-chain samplers run through bip.chains.run: chains 1 and 4 start where the
+    drift is NaN (MALA: the log density), the others on the circle (a score at sigma = 0.1
+    keeps them near it)."""
+    prior = _poisoned(PRIOR)
+    x0 = DATA.sample(jax.random.key(0), (6,)).at[jnp.array([1, 4])].set(jnp.array([3.0, 0.0]))
+    bad = [1, 4]
+    lik = bip.likelihoods.gaussian(
+        bip.operators.coordinate_projection(2, [0]), jnp.array([-0.5]), 0.3
+    )
+    common = dict(num_chains=6, num_steps=20, initial_positions=x0, on_divergence="ignore")
+    h = 1e-3
+    runs = {
+        "mala": bip.samplers.run(
+            jax.random.key(1),
+            bip.samplers.mala(lambda x: jnp.where(x[0] > 2, jnp.nan, -0.5 * x @ x), h),
+            x0,
+            20,
+            on_divergence="ignore",
+        ),
+        "posterior": bip.posteriors.sample(jax.random.key(1), prior, lik, sigma=SIGMA, **common),
+        "annealed": bip.posteriors.sample_annealed(
+            jax.random.key(1),
+            prior,
+            lik,
+            sigmas=bip.samplers.geometric_sigmas(0.3, SIGMA, 3),
+            steps_per_level=5,
+            **common,
+        ),
+    }
+    for name, run in runs.items():
+        _assert_frozen_and_reported(run, bad, run.samples, np.asarray(x0)[bad])
+        assert not np.any(np.asarray(run.diverged)[[0, 2, 3, 5]]), name
+    with pytest.warns(bip.samplers.DivergenceWarning, match=r"2 of 6 chains diverged: 1 \(step 0"):
+        bip.posteriors.sample(
+            jax.random.key(1), prior, lik, sigma=SIGMA, **{**common, "on_divergence": "warn"}
+        )
+    joint = bip.posteriors.sample_with_noise_level(
+        jax.random.key(1),
+        prior,
+        bip.operators.coordinate_projection(2, [0]),
+        jnp.array([-0.5]),
+        __import__("numpyro").distributions.HalfNormal(0.5),
+        sigma=SIGMA,
+        **common,
+    )
+    _assert_frozen_and_reported(joint.run, bad, (joint.x, joint.noise_std))
+    # reverse diffusion from N(0, 3^2): the chains starting at x[0] > 2 diverge at step 0
+    sigmas = bip.samplers.geometric_sigmas(3.0, 0.1, 10)
+    out = bip.samplers.reverse_diffusion(
+        jax.random.key(2), prior, 64, sigmas, on_divergence="ignore"
+    )
+    start = 3.0 * jax.random.normal(jax.random.split(jax.random.key(2))[0], (64, 2))
+    first = np.flatnonzero(np.asarray(start[:, 0]) > 2.0).tolist()
+    assert first  # the check below has something to check
+    assert set(first) <= set(out.divergence.indices.tolist())
+    assert out.divergence.indices.tolist() == np.flatnonzero(np.asarray(out.diverged)).tolist()
+    assert np.all(np.isfinite(np.asarray(out.positions)))
+    # the sweeps' cells (bip.experiments, bip.image_sweeps) run their chains through it too
+    error = bip.errors.angular_cosine(2.0)
+    cell = bip.experiments._make_sampler(prior, error, None, 2)
+    cell_run = cell(jax.random.key(3), x0, jnp.arange(6.0), SIGMA, 1.0, h, 8)
+    _assert_frozen_and_reported(cell_run, bad, cell_run.samples)
