@@ -141,13 +141,23 @@ def uniform_on_manifold(rng_key: Array, manifold, num: int) -> Array:
     return _uniform_points(_trial_keys(rng_key, 0, num), manifold)
 
 
+DATA_LAWS = ("phantom", "ellipse-grid", "shepp-logan-family", "circle", "ellipses")
+"""The spec data sources with a law to draw truths from; all but ``"ellipses"`` (a random
+number of ellipses) also have a manifold with a chart."""
+
+
 def _check_spec(spec: dict) -> None:
     """What calibration needs of a validated spec, checked before anything is built."""
     origin = problems._origin(spec)
-    if spec["data"]["source"] not in ("phantom", "circle"):
+    if spec["data"]["source"] not in DATA_LAWS:
         raise ValueError(
             f"{origin}: calibration draws its truths from the data law, and data.source = "
-            f"{spec['data']['source']!r} has none: use 'phantom' or 'circle'"
+            f"{spec['data']['source']!r} has none: use one of {', '.join(DATA_LAWS)}"
+        )
+    if spec["data"]["source"] == "ellipses" and spec["prior"]["kind"] == "maxent":
+        raise ValueError(
+            f"{origin}: a maximum-entropy calibration draws truths uniform on the data's "
+            "manifold, and data.source = 'ellipses' has none"
         )
     if spec["sampler"]["method"] != "ula":
         raise ValueError(
@@ -268,7 +278,7 @@ def _chart(problem: problems.Problem):
         u = np.asarray(manifold.coordinate(x), float)
         return u[..., None] if u.ndim == x.ndim - k else u
 
-    names = tuple(getattr(manifold, "free", ())) or tuple(
+    names = tuple(str(n) for n in getattr(manifold, "free", ())) or tuple(
         f"u{i}" for i in range(manifold.intrinsic_dim)
     )
     if len(names) == 1 and not hasattr(manifold, "free"):
