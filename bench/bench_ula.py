@@ -1,26 +1,29 @@
-"""Benchmark: ULA chain-steps per second through ``bip.samplers.run`` against a hand-written loop.
+"""Benchmark: cost per ULA chain-step of ``bip.samplers.run`` against a hand-written scan.
 
 The exact circle prior (von Mises, kappa = 4, loc = pi), sigma = 0.1, step
-``default_step_size(0.1, 0) = 1e-3``, 10^4 chains started on the data law, 2000 steps, in
-float64 and float32. Timed side by side in the same run:
+``default_step_size(0.1, 0) = 1e-3``, 10^4 chains started on the data law, 1000 steps, in
+float32 and float64 and for each PRNG key implementation (``threefry``, ``rbg``,
+``unsafe_rbg``: ``run(..., key_impl=...)``). Timed side by side in the same run:
 
-- ``library``: ``bip.samplers.run(key, bip.samplers.ula(drift, h), x0, steps, thin=steps)``,
-  the whole call as a user sees it (BlackJAX sgld kernel, divergence check, info
-  accumulation, one kept draw, and the jit of a fresh loop that ``run`` builds every call);
-- ``hand``: a minimal jitted ``lax.scan`` over steps of
-  ``vmap(x + h * prior.score(x, sigma) + sqrt(2 h) z)`` with the same RNG usage
-  (per step ``split(fold_in(key, step), chains)``, one ``normal`` draw per chain), compiled once;
-- an ablation between the two, each compiled once: the hand loop plus the divergence check
-  (``_chain_ok`` + ``_tree_where`` + flags, as in ``run``), plus the info accumulation
-  (``sum(drift^2)`` masked and summed), and plus both with the BlackJAX kernel (``run``'s
-  step minus the re-jit); ``run``'s per-call fixed cost (a 1-step ``run``); and the
-  same chain through ``bip.posteriors.sample`` (a fresh drift every call, no recompile).
+- ``library``: ``bip.samplers.run(key, bip.samplers.ula(drift, h), x0, steps, thin=steps,
+  key_impl=...)``, the whole call as a user makes it (BlackJAX sgld kernel, divergence
+  check and freezing, info sums, one kept draw, the chunked host loop);
+- ``hand``: a minimal jitted ``lax.scan`` over steps of ``vmap(x + h * prior.score(x,
+  sigma) + sqrt(2 h) z)`` with the same RNG usage (per step ``split(fold_in(key, step),
+  chains)``, one ``normal`` draw per chain) and the same key implementation;
+- the ablation (threefry): the hand loop plus the info sum, plus the old inline divergence
+  check (checked in the step that made the state: XLA then recomputes the new state inside
+  the check's and the select's fusions, which ``run`` avoids by checking the carried
+  candidate in the next step), the library with thinning 10 and streaming statistics
+  (``keep_samples=False``), ``run``'s per-call fixed cost (1 step) and
+  ``posteriors.sample``.
 
-All use the same ``prior.score``. Times are the best of ``--repeats`` calls after a warm-up,
-interleaved so that the load of the 2 shared cores falls on all variants alike; expect +-20%
-noise anyway. float32 runs with x64 off (see the note in ``bench``).
+Times are process CPU time (all threads; steadier than wall time on a loaded machine), the
+best of ``--repeats`` calls after a warm-up, interleaved so that the load of the shared
+cores falls on all variants alike. float32 runs with x64 off.
 
-Run: ``python bench/bench_ula.py`` (about two minutes) or ``--chains 2000 --steps 500``.
+Run: ``python bench/bench_ula.py`` (a few minutes on 2 cores) or ``--chains 2000 --steps
+500``; ``--chunks`` for the cost of the chunked host loop.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bip
-from bip.chains import chain_ok, merge_algorithm, split_algorithm, tree_where
+from bip.chains import chain_ok, merge_algorithm, split_algorithm, tree_where, with_key_impl
 from bip.kernels import LangevinState, build_kernel
 
 SIGMA = 0.1
@@ -42,13 +45,17 @@ KAPPA = 4.0
 MAX_NORM = 1e8
 
 
-def _library(prior, h: float, num_steps: int):
-    """``(key, x0) -> final positions`` through ``bip.samplers.run`` (one kept draw)."""
+def _library(prior, h: float, num_steps: int, key_impl: str | None = None, thin=None):
+    """``(key, x0) -> final positions`` through ``bip.samplers.run`` (one kept draw; with
+    ``thin``, streaming mean and variance of every ``thin``-th state and no kept draws)."""
     algo = bip.samplers.ula(lambda x: prior.score(x, SIGMA), h)
+    kwargs = {"thin": num_steps, "key_impl": key_impl, "progress": False}
+    if thin is not None:
+        kwargs.update(thin=thin, keep_samples=False, statistics=bip.streaming.mean_var())
 
     def call(key, x0):
-        out = bip.samplers.run(key, algo, x0, num_steps, thin=num_steps, progress=False)
-        return out.samples[-1]
+        out = bip.samplers.run(key, algo, x0, num_steps, **kwargs)
+        return out.final_state.position
 
     return call
 
@@ -187,36 +194,53 @@ def _interleaved(variants: dict, key, x0, repeats: int, clock=time.perf_counter)
     return times
 
 
-def bench(num_chains: int, num_steps: int, repeats: int, dtype) -> dict:
-    """Best-of-``repeats`` wall times (s) of every variant for one dtype."""
+def bench(
+    num_chains: int,
+    num_steps: int,
+    repeats: int,
+    dtype,
+    key_impl: str = "threefry",
+    ablation: bool = True,
+    clock=time.process_time,
+) -> dict:
+    """Best-of-``repeats`` times (s of ``clock``) of every variant for one dtype and key
+    implementation; ``ablation`` adds the variants between library and hand."""
     # float32 runs with x64 off: under x64, BlackJAX's generate_gaussian_noise returns float64
-    # noise for float32 positions, and run()'s scan then rejects the promoted carry
+    # noise for float32 positions
     jax.config.update("jax_enable_x64", jnp.dtype(dtype) == jnp.float64)
     data = bip.manifolds.VonMises(bip.manifolds.Circle(), kappa=KAPPA, loc=np.pi)
     prior = bip.priors.exact(data)
     h = float(bip.samplers.default_step_size(SIGMA, 0.0))
     x0 = data.sample(jax.random.key(0), (num_chains,)).astype(dtype)
     key = jax.random.key(1)
+    hand_key = with_key_impl(key, key_impl)  # what run(..., key_impl=...) does with the key
+
+    def with_hand_key(fn):
+        return lambda _key, x: fn(hand_key, x)
 
     variants = {
-        "library run()": _library(prior, h, num_steps),
-        "hand": _loop(prior, h, num_steps),
-        "hand + divergence check": _loop(prior, h, num_steps, check=True),
-        "hand + info sum": _loop(prior, h, num_steps, info=True),
-        "hand + both + BlackJAX kernel": _loop(
-            prior, h, num_steps, blackjax=True, check=True, info=True
-        ),
-        "run() fixed cost (1 step)": _library(prior, h, 1),
-        "posteriors.sample() (prior only)": _posterior(prior, h, num_steps),
+        "library run()": _library(prior, h, num_steps, key_impl),
+        "hand": with_hand_key(_loop(prior, h, num_steps)),
     }
+    if ablation:
+        variants |= {
+            "hand + info sum": with_hand_key(_loop(prior, h, num_steps, info=True)),
+            "hand + info + inline check": with_hand_key(
+                _loop(prior, h, num_steps, blackjax=True, check=True, info=True)
+            ),
+            "library, thin 10 + mean/var stats": _library(prior, h, num_steps, key_impl, 10),
+            "run() fixed cost (1 step)": _library(prior, h, 1, key_impl),
+            "posteriors.sample() (prior only)": _posterior(prior, h, num_steps),
+        }
     final = {name: jax.block_until_ready(fn(key, x0)) for name, fn in variants.items()}
     assert final["library run()"].dtype == dtype, final["library run()"].dtype
     # same arithmetic and noise: the loops agree up to rounding (XLA fuses differently)
     difference = float(jnp.max(jnp.abs(final["library run()"] - final["hand"])))
-    times = _interleaved(variants, key, x0, repeats)
+    times = _interleaved(variants, key, x0, repeats, clock=clock)
     best = {name: min(t) for name, t in times.items()}
     return {
         "dtype": jnp.dtype(dtype).name,
+        "key_impl": key_impl,
         "chains": num_chains,
         "steps": num_steps,
         "best_s": best,
@@ -226,6 +250,29 @@ def bench(num_chains: int, num_steps: int, repeats: int, dtype) -> dict:
         "ratio": best["library run()"] / best["hand"],
         "max_abs_difference": difference,
     }
+
+
+def table(num_chains: int, num_steps: int, repeats: int, dtypes, key_impls) -> list[dict]:
+    """``bench`` for every dtype and key implementation (the ablation for threefry only),
+    printed as the key-implementation table: ns per chain-step of library and hand, ratio."""
+    rows = []
+    print(f"{num_chains} chains x {num_steps} steps, exact circle, CPU time per chain-step")
+    print(f"{'dtype':8s} {'key_impl':10s} {'library':>9s} {'hand':>9s} {'ratio':>6s}")
+    for dtype in dtypes:
+        for impl in key_impls:
+            r = bench(num_chains, num_steps, repeats, jnp.dtype(dtype), impl, impl == "threefry")
+            rows.append(r)
+            ns = 1e9 / (num_chains * num_steps)
+            print(
+                f"{r['dtype']:8s} {impl:10s} {r['best_s']['library run()'] * ns:7.1f}ns "
+                f"{r['best_s']['hand'] * ns:7.1f}ns {r['ratio']:6.3f}"
+            )
+            if len(r["best_s"]) > 2:
+                for variant, t in r["best_s"].items():
+                    print(
+                        f"    {variant:36s} {t * ns:7.1f}ns  {t / r['best_s']['hand']:.3f} x hand"
+                    )
+    return rows
 
 
 def chunk_cost(num_chains: int, num_steps: int, thin: int, repeats: int) -> dict:
@@ -285,9 +332,10 @@ def chunk_cost(num_chains: int, num_steps: int, thin: int, repeats: int) -> dict
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chains", type=int, default=10_000)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--key-impls", default=",".join(bip.chains.KEY_IMPLS))
     parser.add_argument(
         "--chunks", action="store_true", help="only the chunked-loop cost (float64)"
     )
@@ -295,20 +343,9 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.chunks:
         return _print_chunk_costs(args)
-    results = []
-    for name in args.dtypes.split(","):
-        r = bench(args.chains, args.steps, args.repeats, jnp.dtype(name))
-        results.append(r)
-        print(
-            f"{r['dtype']}, {r['chains']} chains x {r['steps']} steps: "
-            f"library {r['library_rate'] / 1e6:.2f} M chain-steps/s, "
-            f"hand {r['hand_rate'] / 1e6:.2f} M chain-steps/s, "
-            f"library / hand time {r['ratio']:.2f} "
-            f"(max |x_library - x_hand| = {r['max_abs_difference']:.1e})"
-        )
-        for variant, t in r["best_s"].items():
-            print(f"    {variant:32s} {t:7.3f} s  ({t / r['best_s']['hand']:.2f} x hand)")
-    return results
+    return table(
+        args.chains, args.steps, args.repeats, args.dtypes.split(","), args.key_impls.split(",")
+    )
 
 
 def _print_chunk_costs(args) -> list[dict]:

@@ -179,7 +179,7 @@ def default_step_size(
 
     Example:
         >>> float(bip.samplers.default_step_size(0.1, alpha=0.0))
-        0.001
+        0.0010000000000000002
     """
     _checks.positive("sigma", sigma)
     _checks.alpha(alpha)

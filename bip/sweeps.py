@@ -10,7 +10,7 @@ zero-error law crosses a threshold, ``fit_slope`` fits ``log eps*`` against ``lo
 
 Example:
     >>> bip.sweeps.critical_size([0.1, 1.0, 10.0], [0.0, 0.05, 0.15])   # sqrt(10)
-    3.1622776601683795
+    3.1622776601683804
 """
 
 from __future__ import annotations
