@@ -168,8 +168,8 @@ def test_shipped_image_specs_beat_the_classical_baselines(name):
     inpaint-digits 19.7 vs Tikhonov 9.2, but Wiener (harmonic inpainting) reaches 20.8 and TV
     18.9: the U-Net posterior does not beat them by the margin, asserted here so that the
     claim cannot drift. TV (bip.baselines, 500 PDHG iterations) measured: ct-phantom-16 28.3,
-    ct-phantom-8 27.8, robustness-phantom 19.1 (the best baseline of each CT spec),
-    deblur-phantom 28.0, deblur-digits 19.6.
+    ct-phantom-8 27.8, robustness-phantom 18.8 (the best baseline of each CT spec),
+    deblur-phantom 28.4, deblur-digits 19.6.
     """
     report = solve.solve(PROBLEMS / name, progress=False)
     spec = problems.load(PROBLEMS / name)
