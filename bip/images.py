@@ -6,7 +6,9 @@ on a zero background, rendered differentiably from ``n <= 6`` parameters, so the
 ``PhantomLaw`` is the uniform law on the parameter box; its ``smoothed(x, sigma, gamma)``
 gives ``(log p_sigma(x), score)`` of ``gamma Phi(U) + sigma Z`` by a truncated Laplace
 approximation in the chart (SCIENCE.md section 2), so ``bip.priors.exact(PhantomLaw(...))``
-is an image prior with a known manifold. ``EmpiricalLaw`` is the law of a fixed image set
+is an image prior with a known manifold (the nearest-point and Laplace machinery lives in
+``bip._laplace``; ``PhantomLaw`` also takes ``bip.ellipses.MultiEllipseManifold``, ``k``
+ellipses). ``EmpiricalLaw`` is the law of a fixed image set
 (``digits``, ``faces``): it draws examples with replacement and has no known manifold.
 
 Chart (image axes: axis 0 is ``y``, axis 1 is ``x``; pixel centres at

@@ -182,16 +182,17 @@ def test_multi_ellipse_bad_input():
 # --------------------------------------------------------------------------- specs
 
 
-@pytest.mark.parametrize("name", ["ct-ellipses-128-exact", "ct-shepp-256"])
-def test_shipped_specs_parse_and_build_small(name):
-    spec = problems.load(name)
+@pytest.mark.parametrize("source", ["ellipse-grid", "shepp-logan-family"])
+def test_exact_chart_sources_build_small(source):
+    spec = problems.load("ct-ellipses-128-exact")
     assert spec["prior"]["source"] == "exact" and spec["sampler"]["c"] <= 0.2
-    size = {"ct-ellipses-128-exact": 128, "ct-shepp-256": 256}[name]
-    assert spec["data"]["size"] == size
-    spec["data"]["size"] = 24  # the same law at 24 px: its truth, manifold and exact prior
+    assert (spec["data"]["size"], spec["data"]["count"]) == (128, [4])
+    # the same law at 24 px: its truth, manifold and exact prior
+    spec["data"].update(size=24, source=source)
     truth, manifold, law = problems._truth_and_manifold(spec, jax.random.key(0))
     assert truth.shape == (24, 24) and manifold is law.manifold
     assert isinstance(manifold, ellipses.MultiEllipseManifold)
+    assert manifold.intrinsic_dim == (24 if source == "ellipse-grid" else 16)
     assert problems._prior(spec, law).event_shape == (24, 24)
 
 
