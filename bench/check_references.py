@@ -16,6 +16,11 @@ approximation of the true ``p_sigma`` score).
 
 Run: ``python bench/check_references.py generic`` (or ``maxent``; ``--help`` for the settings);
 results go to ``bench/check_references.json``. Long: minutes to tens of minutes on 2 cores.
+``maxent --limit-cache FILE.npz`` keeps the limit's NUTS draws (most of the run) for the next
+run, and ``--sigmas`` runs part of the ladder (each sigma keeps the key it has in a full run),
+so the ladder can run as parallel processes. Each ladder row also has the energy distance of
+each half of bip's chains to the limit (bip's own Monte Carlo spread) and the chart
+coordinates' rank-normalised R-hat.
 
 Measured (2 cores shared with other jobs, load ~10; ``bench/check_references.json``):
 
@@ -37,6 +42,17 @@ Measured (2 cores shared with other jobs, load ~10; ``bench/check_references.jso
   budget moved it here: ``maxent --size 16 --views 8 --free cx cy --chains 16 --steps 600
   --burn-in 300 --thin 30 --c 0.25``) fell monotonically: 0.0035 / 0.0027 / 0.0018 / 0.0011
   (floor 0.00015).
+- the longer 32x32 ladder, ``maxent --chains 48 --steps 600 --burn-in 300 --thin 30 --c 0.25
+  --reference-draws 2000`` (960 draws a sigma, 3x the chains), did not finish on the shared
+  2-core machine (load 17: each sigma needs about 6 CPU-minutes of ULA on the exact phantom
+  score, which got 4% of a core); its limit (8 x 250 NUTS draws, R-hat 1.004) took 23 minutes.
+  Why 16 chains x 20 draws can rank 0.1 and 0.05 wrongly: the energy distance's V-statistic
+  counts correlated draws as independent, so its excess over the floor grows as bip's ESS per
+  draw falls (on the circle, ``tests/test_check.py``'s spec with 200 chains x 20 draws 0.03
+  time units apart gave an energy-distance ratio of 6.2 against the exact posterior, 1000 x 4
+  draws 0.3 apart 1.24, same step and reference); the 0.1 -> 0.05 difference (0.0006) is
+  smaller than that excess can move between runs, while the largest mean shift falls at every
+  step.
 """
 
 from __future__ import annotations
@@ -120,18 +136,34 @@ def _normalised(problem, u):
     return (np.asarray(u) - lo) / (hi - lo)
 
 
+def _limit(args, problem):
+    """The maximum-entropy limit's chart coordinates ``(chains, draws, n)``, cached in
+    ``args.limit_cache`` (an ``.npz``) when given: it takes most of the run."""
+    cache = args.limit_cache
+    if cache is not None and cache.exists():
+        data = np.load(cache)
+        return data["u"], float(data["rhat_max"])
+    limit = references.maxent_limit(
+        jax.random.key(args.seed), problem.law, problem.likelihood, num_chains=8,
+        num_samples=args.reference_draws // 8, num_warmup=500, thin=2,
+    )  # fmt: skip
+    u, rhat_max = np.asarray(limit.u), limit.diagnostics["rhat_max"]
+    if cache is not None:
+        np.savez(cache, u=u, rhat_max=rhat_max)
+    return u, rhat_max
+
+
 def maxent(args) -> dict:
     problem, spec = _problem(args.size, args.views, args.free)
     key = jax.random.key(args.seed)
-    k_ref, k_cmp, *k_bip = jax.random.split(key, 2 + len(SIGMAS))
-    limit = references.maxent_limit(
-        k_ref, problem.law, problem.likelihood, num_chains=8,
-        num_samples=args.reference_draws // 8, num_warmup=500, thin=2,
-    )  # fmt: skip
-    u_lim = _normalised(problem, limit.u).reshape(-1, limit.u.shape[-1])
+    k_cmp, *k_bip = jax.random.split(jax.random.fold_in(key, 1), 1 + len(SIGMAS))
+    u_ref, limit_rhat = _limit(args, problem)
+    u_lim = _normalised(problem, u_ref).reshape(-1, u_ref.shape[-1])
     mean_lim, std_lim = u_lim.mean(0), u_lim.std(0)
     rows = []
     for sigma, k in zip(SIGMAS, k_bip, strict=True):
+        if sigma not in args.sigmas:  # the same key per sigma as in a full run
+            continue
         t0 = time.perf_counter()
         draws, diverged = _bip_draws(k, problem, spec, sigma, 1.0, args)
         flat = jnp.asarray(draws.reshape((-1,) + draws.shape[2:]))
@@ -139,19 +171,26 @@ def maxent(args) -> dict:
         n = u.shape[0]
         order = np.asarray(jax.random.permutation(k_cmp, u_lim.shape[0]))
         a, b = u_lim[order[:n]], u_lim[order[n : 2 * n]]
+        # bip's own Monte Carlo noise: each half of the chains against the limit
+        by_chain = u.reshape(draws.shape[:2] + (-1,))
+        half = draws.shape[1] // 2
+        halves = [by_chain[:, :half], by_chain[:, half:]]
+        half_distances = [metrics.energy_distance(h.reshape(-1, u.shape[-1]), a) for h in halves]
         rows.append(
             {
                 "sigma": sigma,
                 "energy_distance": metrics.energy_distance(u, a),
                 "floor": metrics.energy_distance(a, b),
+                "half_chains_energy_distance": half_distances,
                 "max_mean_shift_in_std": float(np.max(np.abs(u.mean(0) - mean_lim) / std_lim)),
                 "std_ratio": [float(v) for v in u.std(0) / std_lim],
+                "coordinate_rhat": [float(v) for v in metrics.split_rhat(by_chain)],
                 "diverged": diverged,
                 "seconds": time.perf_counter() - t0,
             }
         )
         print(rows[-1], flush=True)
-    return {"limit_rhat_max": limit.diagnostics["rhat_max"], "rows": rows}
+    return {"limit_rhat_max": limit_rhat, "rows": rows}
 
 
 def main() -> None:
@@ -169,10 +208,19 @@ def main() -> None:
     parser.add_argument("--reference-draws", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=HERE / "check_references.json")
+    parser.add_argument(
+        "--sigmas", type=float, nargs="+", default=SIGMAS, help="maxent: a subset of the ladder"
+    )
+    parser.add_argument(
+        "--limit-cache", type=Path, default=None, help="maxent: .npz to keep the limit's draws"
+    )
     args = parser.parse_args()
     t0 = time.perf_counter()
     result = generic(args) if args.part == "generic" else maxent(args)
-    result.update(settings=vars(args) | {"json": str(args.json)}, seconds=time.perf_counter() - t0)
+    result.update(
+        settings=vars(args) | {"json": str(args.json), "limit_cache": str(args.limit_cache)},
+        seconds=time.perf_counter() - t0,
+    )
     print(json.dumps(result, indent=1))
     previous = json.loads(args.json.read_text()) if args.json.exists() else {}
     previous[args.part] = result
