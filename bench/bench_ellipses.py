@@ -12,12 +12,27 @@ at 256 px. ``accuracy``: the score of ``grid_manifold(2, 32)`` (12 coordinates) 
 (``2 x 10^5`` antithetic draws); errors relative to the O(1) part of the score (the score
 minus its normal pull ``(Phi(u0) - x) / sigma^2``, the part that carries ``p_data``).
 
-Measured on the shared 2-core machine at load 15-20 (so 5-10x slower than an idle one):
+Measured on the shared 2-core machine at load 15-28 (wall times there are 5-10x an idle
+machine's, so the CPU seconds of the process, all threads, are the comparable number; 12
+Levenberg-Marquardt steps, the default is now 8, about 20% cheaper):
 
-- cost, float32 / float64, seconds per call (8 images): grid_manifold(4) 128 px 1.3-2.6 /
-  see the table printed by ``cost``; the nearest-point search (3 starts, the best refined by
-  12 Levenberg-Marquardt steps) is about two thirds of it.
-- accuracy: see the rows printed by ``accuracy``.
+==========================  ======  ==  ================  ================  ===========
+manifold                    size    n   float32 CPU-s      float64 CPU-s     compile (s)
+==========================  ======  ==  ================  ================  ===========
+grid_manifold(4)            128     24  0.70               1.43              70 (loaded)
+grid_manifold(4)            256     24  5.5                6.2               155
+shepp_logan_manifold        256     16  24.6               (not run)         271
+==========================  ======  ==  ================  ================  ===========
+
+(one score of 8 images; the nearest-point search is about two thirds of it). A ULA step of
+``ct-ellipses-128-exact`` (4 chains, float64, 8 LM steps) measured 0.46 CPU-s.
+
+Accuracy (``grid_manifold(2, 32)``: semi-axes 1.3-4.5 px, small against the 1-px edges, so a
+strongly curved chart), error relative to the O(1) part, importance sampling ESS 1.8e3-2.2e4
+(its Monte Carlo error is part of these numbers): sigma 0.02: 5.3%, 2.8%, 1.3% (whole score
+2.2e-4, 6.5e-4, 3.8e-5); sigma 0.05: 28%, 12%, 6.1% (whole 7.0e-3, 5.7e-3, 8.0e-4). Larger
+ellipses in pixels (128 px) bend the chart less; the 2-parameter quadrature test
+(tests/test_ellipses.py, 16 px, semi-axes 2-3 px) measured 5e-4 (sigma 0.02), up to 2.4e-2 (0.05).
 """
 
 from __future__ import annotations
