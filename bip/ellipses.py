@@ -26,7 +26,7 @@ ellipses). ``bip.images.PhantomLaw(manifold)`` is the uniform law on its box wit
 (nearest point + Laplace) score, so ``bip.priors.exact`` and ``bip.priors.tempered`` (the
 maximum-entropy prior) work at 128 and 256 px and ``bip.references.chart_of`` gives its chart.
 Cost of one score, 8 images, ``grid_manifold(4)`` at 128 px: 0.70 CPU-s float32, 1.43 CPU-s
-float64 (``bench/bench_ellipses.py``).
+float64 with 12 solver steps, the default is 8 (``bench/bench_ellipses.py``; loaded machine).
 
 Example:
     >>> import jax
