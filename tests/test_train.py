@@ -307,6 +307,7 @@ def test_tiny_unet_recipe_trains_and_loads(phantom_run):
     )
 
 
+@pytest.mark.slow  # with the test above, the only users of the phantom_run fixture
 def test_tiny_unet_run_resumes_to_the_same_weights(phantom_run, tmp_path):
     half = train(TINY_PHANTOM, tmp_path, stop_after=6, progress=False, evaluate=False)
     assert not half.complete and half.steps_done == 6
