@@ -12,6 +12,17 @@ noise and sampler, ``alpha = 0``), where the reference is exact.
     python -m bench.step_factor ct-phantom-16 --generic --c 0.1 0.2 0.3
 
 Results (one JSON line per run) are appended to ``bench/step_factor.jsonl``.
+
+Measured (float64, 2 cores under load ~17, so wall times are not comparable; reference
+1600 NUTS draws):
+
+- ``ct-phantom-8`` at c = 0.2 (16 chains x 10 draws): energy-distance ratio 1.17, 99.5% of
+  pixel means within 3 Monte Carlo SE, median pixel std 1.048x the exact posterior's, median
+  R-hat 1.02 (max 1.24), bulk ESS median 220, tail ESS min 62.
+- ``ct-phantom-16 --generic`` at c = 0.2 (16 chains x 20 draws): ratio 1.09, 100% within 3
+  SE, std 1.042x, median R-hat 1.006 (max 1.06), bulk ESS median 387, tail ESS min 164.
+- For comparison (``bench/check_references.py``, same 32x32 problem, other schedules): c = 0.5
+  ratio 2.07, std 1.128x; c = 0.1 ratio 1.08, std 1.019x. The shipped specs use c = 0.2.
 """
 
 from __future__ import annotations
