@@ -24,6 +24,9 @@ exact-maxent    cx 0.009, I 0.60  0.13         0.46 / 0.76 / 0.87 / 0.93 0.28 / 
 unet-generic    cx 0.78, cy 0.66, 0.0067       0.50 / 0.80 / 0.90 / 0.95 1.4e-5 / 0.04
                 a 0.009, b 1e-22,
                 theta 0.12, I 2e-17
+exact32-generic cx 0.20, cy 0.64, 0.00065      0.50 / 0.80 / 0.90 / 0.95 4.3e-7 / 0.28
+                a 0.04, b 2e-10,
+                theta 0.20, I 3e-9
 =============== ================= ============ ======================== ================
 
 - exact-generic is the test's run (its numbers exactly). The image-space TARP sits above the
@@ -34,11 +37,16 @@ unet-generic    cx 0.78, cy 0.66, 0.0067       0.50 / 0.80 / 0.90 / 0.95 1.4e-5 
   ``cx`` (90% coverage 0.83). Reading the draws through Tweedie's denoiser at their spread
   ``sigma^(1 - alpha/2) = 0.22`` instead shrinks them (pixel coverage 0.25 / 0.46 / 0.57 /
   0.77, all p below 1e-9): ``bip.calibrate`` projects.
-- unet-generic (437 s): the U-Net's pixel-wise coverage is nominal to 0.003, yet its chart
-  coordinates are not calibrated: the truth's rank falls in the lowest tenth of the draws
-  of ``b`` in 42 of 100 trials and in the highest tenth of those of ``I`` in 39 (posterior biased toward wider, fainter
-  ellipses; 90% coverage b 0.61, I 0.73), and TARP over the image rejects (ECP below the
-  diagonal, largest gap 0.23). The network learned the geometry, not the law on it.
+- unet-generic (437 s) and exact32-generic (2813 s: the exact prior's score costs far more
+  than the U-Net's at 32x32): pixel-wise coverage is nominal to 0.003 for both, yet the
+  chart coordinates ``b`` and ``I`` are not calibrated for either. U-Net: the truth's rank
+  falls in the lowest tenth of the draws of ``b`` in 42 of 100 trials and in the highest
+  tenth of those of ``I`` in 39 (90% coverage b 0.61, I 0.73); exact prior: the same
+  direction, b 0.70, I 0.75. So these sampler settings (2 chains x 400 ULA steps from
+  prior draws) do not mix along the b-I ridge (CT line integrals trade width against
+  intensity), and this table cannot tell the network's error from the sampler's: longer
+  chains are needed first. TARP over the image rejects both (ECP below the diagonal).
+  Pixel-wise coverage alone would have passed both.
 
 Run: ``python bench/calibration_table.py [--trials 100] [--only NAME ...] [--out DIR]``. Each
 problem is a resumable ``bip calibrate`` folder in ``DIR`` (default
