@@ -105,6 +105,7 @@ def test_classical_on_the_truth_is_an_oracle():
     assert baselines.classical(operators.from_function(jnp.tanh, (16, 16)), y, truth) == {}
 
 
+@pytest.mark.slow
 def test_shipped_ct_spec_baselines_are_interior_and_chosen_on_validation_images():
     """ct-phantom-16: every baseline's parameter is strictly inside its searched range and
     chosen on 4 other draws of the phantom law. Measured (float64): FBP hann, width 1.0 px,

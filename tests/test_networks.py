@@ -146,6 +146,7 @@ def test_network_prior_event_shape_and_errors(key):
 # --------------------------------------------------------------------------- shipped priors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_prior_loads_offline_in_a_fresh_process(name, tmp_path):
     code = (
@@ -372,6 +373,7 @@ def test_unet_prior_through_tempered_with_error_and_jit(key):
         prior_a.score(jnp.ones((3, 10, 12)), 0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(IMAGE_SHIPPED))
 def test_shipped_image_prior_loads_offline_in_a_fresh_process(name, tmp_path):
     h, w = IMAGE_SHIPPED[name]
@@ -490,6 +492,7 @@ def test_learned_phantom_langevin_samples_stay_near_the_manifold(key):
     assert float(jnp.mean(prior.manifold.distance(denoised))) < 0.1 * norm
 
 
+@pytest.mark.slow
 def test_learned_prior_refuses_sigma_outside_its_trained_range(key):
     prior = load_prior("phantom32-unet")
     assert prior.sigma_range == (0.01, 10.0)  # the recipe's [training] sigma_min, sigma_max

@@ -72,6 +72,7 @@ def test_custom_linear_and_nonlinear_operators_run_through_the_sampler():
     _check_against_exact(lik, 1.0, tol=0.05, num_chains=4000)
 
 
+@pytest.mark.slow
 def test_numpyro_student_t_noise_model():
     lik = bip.likelihoods.numpyro_noise(
         OBSERVE_X1, jnp.array([-0.5]), lambda mean: dist.StudentT(3.0, mean, 0.3)

@@ -56,6 +56,7 @@ def _check_reference(ref, law, other_law):
     assert metrics.tv_to_law(angles, other_law, NUM_BINS) > 0.05  # the check can fail
 
 
+@pytest.mark.slow
 def test_finite_sigma_matches_planar_quadrature(circle_problem, key):
     """sigma = 0.4: the angle of exact draws of p_sigma(x) p(y|x) against the 2-D quadrature
     (stationary_angular_law); the sigma -> 0 limit is 0.10 away in TV (the tube matters)."""
