@@ -36,7 +36,7 @@ def main() -> None:
         clean = op(truth)
         noise = jax.random.normal(jax.random.key(0), clean.shape, dtype)
         y = clean + 0.01 * jnp.max(clean) * noise
-        norm = operators.operator_norm(op, jax.random.key(0))
+        norm = operators.operator_norm(jax.random.key(0), op)
 
         def solve(w, y=y, op=op, norm=norm):
             return tv.tv_reconstruct(op, y, w, operator_norm=norm)

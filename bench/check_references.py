@@ -173,8 +173,8 @@ def maxent(args) -> dict:
         a, b = u_lim[order[:n]], u_lim[order[n : 2 * n]]
         # bip's own Monte Carlo noise: each half of the chains against the limit
         by_chain = u.reshape(draws.shape[:2] + (-1,))
-        half = draws.shape[1] // 2
-        halves = [by_chain[:, :half], by_chain[:, half:]]
+        half = draws.shape[0] // 2  # draws: (chains, draws, *event)
+        halves = [by_chain[:half], by_chain[half:]]
         half_distances = [metrics.energy_distance(h.reshape(-1, u.shape[-1]), a) for h in halves]
         rows.append(
             {

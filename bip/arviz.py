@@ -1,7 +1,7 @@
 """ArviZ output: bip runs and exact references as ``xarray.DataTree`` (``arviz-base``).
 
-ArviZ's convention is chains first, ``(chain, draw, ...)``; bip's ``Run.samples`` is
-``(draws, chains, ...)``, so ``to_datatree`` transposes. bip's sampler statistics are per
+ArviZ's convention is chains first, ``(chain, draw, ...)``, and so is bip's: ``Run.samples``
+is ``(chains, draws, ...)`` and goes in as it is. bip's sampler statistics are per
 chain (ULA/MALA: whether and when a chain diverged, the mean over steps of each info field);
 they go into ``sample_stats`` broadcast over draws (``diverging``: the chain diverged at some
 step; ``<field>_chain_mean``: the per-chain mean of an info field). A ``Reference``
@@ -46,7 +46,7 @@ def to_datatree(result, var_name: str = "x", attrs: dict | None = None):
     """An ArviZ ``DataTree`` of a bip ``Run`` or a ``bip.references.Reference``.
 
     Args:
-        result: ``bip.samplers.Run`` (``samples`` ``(draws, chains, *event)``; a pytree of
+        result: ``bip.samplers.Run`` (``samples`` ``(chains, draws, *event)``; a pytree of
             samples becomes one variable per leaf) or a ``Reference`` (``u`` and ``x``).
         var_name: name of the posterior variable of a ``Run`` with array samples.
         attrs: extra attributes of the tree's root (e.g. the spec's name).
@@ -81,7 +81,7 @@ def to_datatree(result, var_name: str = "x", attrs: dict | None = None):
         leaves = result.samples._asdict()
     else:
         leaves = {var_name: result.samples}
-    posterior = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in leaves.items()}
+    posterior = {k: np.asarray(v) for k, v in leaves.items()}
     num_chains, num_draws = next(iter(posterior.values())).shape[:2]
     shape = (num_chains, num_draws)
     stats = {"diverging": np.broadcast_to(np.asarray(result.diverged)[:, None], shape)}

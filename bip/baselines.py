@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bip import _checks, ct, metrics, operators, tv
+from bip.images import EmpiricalLaw
 
 Array = jax.Array
 
@@ -53,6 +54,7 @@ __all__ = [
     "fbp",
     "interior_search",
     "tikhonov",
+    "validation_images",
     "wiener",
 ]
 
@@ -519,7 +521,7 @@ def classical(
 
         found, _ = _choose(estimate, 1e-4, 1e2, y, truth, validation)
         out[name] = {"weight": found.pop("value"), **found}
-    norm = operators.operator_norm(op, jax.random.key(0)).astype(y.dtype)
+    norm = operators.operator_norm(jax.random.key(0), op).astype(y.dtype)
     lower, upper = (out["wiener"]["weight"] * ratio for ratio in TV_GRID)
     estimate = partial(_tv_grid, op, norm)
     found, _ = _choose(estimate, lower, upper, y, truth, validation, refinements=0)
@@ -538,3 +540,30 @@ def classical(
                 f"{found['search_range']}: the baseline may be understated"
             )
     return (out, images) if return_images else out
+
+
+#: How many validation images choose the baselines' parameters (``validation_images``).
+VALIDATION_IMAGES = 4
+
+
+def validation_images(
+    rng_key: Array, law, test_index: int = 0, count: int = VALIDATION_IMAGES, name: str = ""
+) -> tuple[Array, str] | None:
+    """Images ``(count, h, w)`` to choose the baselines' parameters on, never the test image,
+    and a note saying which: for a fixed data set (``bip.images.EmpiricalLaw``) the ``count``
+    images after ``test_index`` (cyclically), for a generative law ``count`` fresh draws from
+    ``rng_key``; None without a law (a single image, a file).
+
+    Example:
+        >>> law = bip.laws.data_law(bip.specs.parse(bip.specs.DataSpec, {"source": "digits"}, "x"))
+        >>> truths, note = validation_images(jax.random.key(0), law, 3, name="digits")
+        >>> truths.shape, note
+        ((4, 16, 16), 'digits images [4, 5, 6, 7] (not the test image)')
+    """
+    if law is None:
+        return None
+    name = name or getattr(law, "name", "data")
+    if not isinstance(law, EmpiricalLaw):
+        return law.sample(rng_key, (count,)), f"{count} other draws of the {name} law"
+    others = [(test_index + 1 + i) % law.num_examples for i in range(count)]
+    return jnp.asarray(law.data[np.asarray(others)]), f"{name} images {others} (not the test image)"

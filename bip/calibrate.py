@@ -257,10 +257,10 @@ def solve_trials(rng_key: Array, problem: problems.Problem, ys: Array) -> tuple[
     run = samplers.run(
         k_run, samplers.ula(target, h), x, s["steps"], thin=s["thin"], burn_in=s["burn_in"], **quiet
     )
-    draws = jnp.asarray(run.samples)  # (kept, chains, K, *event)
+    draws = jnp.asarray(run.samples)  # (chains, kept, K, *event)
     if problem.alpha > 0:
         draws = problem.manifold.project(draws)
-    draws = np.moveaxis(np.asarray(draws), (2, 1), (0, 1))  # (K, chains, kept, *event)
+    draws = np.moveaxis(np.asarray(draws), 2, 0)  # (K, chains, kept, *event)
     return draws.reshape((num, -1) + problem.event_shape), int(np.sum(run.diverged))
 
 

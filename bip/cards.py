@@ -79,12 +79,12 @@ def evaluate(prior: ScorePrior, law, recipe: Recipe) -> dict[str, Any]:
         return _evaluate_images(prior, law, recipe)
     reference = priors.exact(law)
     prof = profile.score_error_profile(
-        prior, reference, law, np.asarray(EVAL_SIGMAS), jax.random.key(seed + 1), 4096
+        jax.random.key(seed + 1), prior, reference, law, np.asarray(EVAL_SIGMAS), 4096
     )
     quality = _profile_summary(prof, "bip.priors.exact(law)")
     if recipe.data["law"] == "vonmises":  # paper Fig. 2: TS-1 versus standard Langevin
         quality["langevin"] = profile.toy_langevin_check(
-            prior, law, jax.random.key(seed + 2), **TOY_LANGEVIN
+            jax.random.key(seed + 2), prior, law, **TOY_LANGEVIN
         )
     return quality
 
@@ -107,24 +107,24 @@ def _evaluate_images(prior: ScorePrior, law, recipe: Recipe) -> dict[str, Any]:
     phantom = isinstance(law, images.PhantomLaw)
     if phantom:
         prof = profile.score_error_profile(
+            key,
             prior,
             priors.exact(law),
             law,
             np.asarray(PHANTOM_EVAL_SIGMAS),
-            key,
             IMAGE_EVAL["profile_samples"],
         )
         quality.update(
             _profile_summary(prof, "bip.priors.exact(PhantomLaw) (Laplace, exact chart)")
         )
         quality["manifold_distance"] = profile.manifold_distance_check(
-            prior, law, jax.random.fold_in(key, 1)
+            jax.random.fold_in(key, 1), prior, law
         )
     num = IMAGE_EVAL["num_samples"]
     raw, samples = profile.diffusion_samples(
+        jax.random.fold_in(key, 2),
         prior,
         num,
-        jax.random.fold_in(key, 2),
         sigma_max=t["sigma_max"],
         sigma_min=t["sigma_min"],
         num_levels=IMAGE_EVAL["num_levels"],
@@ -455,9 +455,9 @@ def _samples_figure(folder: Path, prior: ScorePrior, law, recipe: Recipe, num: i
 
     t = recipe.training
     _, samples = profile.diffusion_samples(
+        jax.random.fold_in(jax.random.key(recipe.seed + 1), 2),
         prior,
         IMAGE_EVAL["num_samples"],
-        jax.random.fold_in(jax.random.key(recipe.seed + 1), 2),
         sigma_max=t["sigma_max"],
         sigma_min=t["sigma_min"],
         num_levels=IMAGE_EVAL["num_levels"],

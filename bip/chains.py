@@ -33,8 +33,8 @@ Example:
     >>> algo = bip.kernels.ula(lambda x: prior.score(x, 0.1), 1e-3)
     >>> x0 = jnp.zeros((100, 2)) + jnp.array([1.0, 0.0])
     >>> result = bip.chains.run(jax.random.key(0), algo, x0, num_steps=1000, thin=100)
-    >>> result.samples.shape      # (kept, chains, 2)
-    (10, 100, 2)
+    >>> result.samples.shape      # (chains, kept, 2)
+    (100, 10, 2)
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ class Run(NamedTuple):
     """Result of ``run``.
 
     Attributes:
-        samples: kept draws ``(num_kept, num_chains, ...)`` of ``observe(position)``.
+        samples: kept draws ``(num_chains, num_kept, ...)`` of ``observe(position)``, chains
+            first like NumPyro and ArviZ.
         final_state: the last state of every chain (batched over chains).
         diverged: ``(num_chains,)`` bool, chains that hit a non-finite or exploding value.
         diverged_at: ``(num_chains,)`` step index of the divergence (-1 if none).
@@ -132,7 +133,7 @@ class Run(NamedTuple):
         if self.samples is None:
             raise ValueError("no samples were kept: run(..., keep_samples=False)")
         keep = ~sharding.to_host(self.diverged)
-        return jax.tree_util.tree_map(lambda s: s[:, keep], self.samples)
+        return jax.tree_util.tree_map(lambda s: s[keep], self.samples)
 
 
 _DEFAULT_HINT = (
@@ -482,7 +483,7 @@ def run(
             updated with every kept draw ``observe(position)``; diverged chains stop
             contributing. Finalized into ``Run.statistics`` (same structure).
         keep_samples: store every kept draw in ``Run.samples`` (host memory
-            ``num_steps // thin x num_chains x draw``, checked against the available memory
+            ``num_chains x num_steps // thin x draw``, checked against the available memory
             before compiling: ``MemoryBudgetError``); False keeps only the statistics, the
             final state and the diagnostics, so memory does not grow with the number of steps.
         mesh: a ``jax.sharding.Mesh`` (e.g. ``bip.sharding.chain_mesh()``) to split the chains
@@ -500,7 +501,7 @@ def run(
             ``rng_key``'s own. Another implementation gives other (equally valid) draws.
 
     Returns:
-        A ``Run`` with host ``samples`` of shape ``(num_steps // thin, num_chains, ...)``.
+        A ``Run`` with host ``samples`` of shape ``(num_chains, num_steps // thin, ...)``.
 
     The compiled program is reused by every call with the same algorithm structure, shapes
     and settings: the arrays and floats inside the algorithm (those of a pytree drift such as
@@ -512,7 +513,7 @@ def run(
         >>> algo = bip.kernels.ula(lambda x: -x, 0.1)
         >>> out = bip.chains.run(jax.random.key(0), algo, jnp.zeros((8, 2)), 100, thin=10)
         >>> out.samples.shape, out.divergence.any
-        ((10, 8, 2), False)
+        ((8, 10, 2), False)
     """
     num_steps = _checks.integer("num_steps", num_steps, minimum=1)
     thin = _checks.integer("thin", thin, minimum=1)
@@ -575,7 +576,7 @@ def run(
     samples = None
     if keep_samples:
         samples = jax.tree_util.tree_map(
-            lambda d: np.empty((num_kept, *d.shape), d.dtype), draw_shapes
+            lambda d: np.empty((d.shape[0], num_kept, *d.shape[1:]), d.dtype), draw_shapes
         )
     kept = [0]
 
@@ -588,7 +589,8 @@ def run(
             for host, rows in zip(
                 jax.tree_util.tree_leaves(samples), jax.tree_util.tree_leaves(buffer), strict=True
             ):
-                host[kept[0] : kept[0] + n] = sharding.to_host(rows)[:n]
+                # the chunk's buffer is step-major (a scan's output); one transpose per chunk
+                host[:, kept[0] : kept[0] + n] = np.swapaxes(sharding.to_host(rows)[:n], 0, 1)
         kept[0] += n if keep else 0
 
     def plan(done, wanted):
@@ -610,7 +612,7 @@ def run(
     )
     results = None if stat is None or not kept[0] else program.finalize(stat_state)
     if samples is not None:
-        samples = jax.tree_util.tree_map(lambda x: x[: kept[0]], samples)
+        samples = jax.tree_util.tree_map(lambda x: x[:, : kept[0]], samples)
     steps_done = max(done - burn_in, 0)
     divergence = report(diverged, diverged_at, "ignore" if interrupted else on_divergence)
     result = Run(

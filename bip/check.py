@@ -90,7 +90,7 @@ def _checked_problem(spec: dict) -> problems.Problem:
 
 
 def _draws(problem: problems.Problem, progress: bool) -> np.ndarray:
-    """bip's draws ``(draws, chains, *event)`` as ``bip solve`` samples them."""
+    """bip's draws ``(chains, draws, *event)`` as ``bip solve`` samples them."""
     run = solve._sample(problem, progress)
     return np.asarray(run.healthy_samples if run.divergence.any else run.samples, float)
 
@@ -173,14 +173,13 @@ def _generic(key, problem, draws, settings, progress) -> tuple[dict, dict]:
     seconds = time.perf_counter() - t0
     _say(progress, f"reference done in {seconds:.0f} s; comparing")
     out = references.compare(k_cmp, draws, ref)
-    chains_first = np.swapaxes(draws, 0, 1)
-    flat_bip = chains_first.reshape(chains_first.shape[:2] + (-1,))
+    flat_bip = draws.reshape(draws.shape[:2] + (-1,))
     flat_ref = np.asarray(ref.x, float).reshape(ref.x.shape[:2] + (-1,))
     z, std_ratio = references.mean_z_and_std_ratio(flat_bip, flat_ref)
     chart = references.chart_of(problem.law)
     u_ref_raw = _coordinates(problem, np.asarray(ref.x, float))
     centre = _circular_centre(chart, u_ref_raw)
-    u_bip = _scaled(chart, _coordinates(problem, chains_first), centre)
+    u_bip = _scaled(chart, _coordinates(problem, draws), centre)
     u_ref = _scaled(chart, u_ref_raw, centre)
     ed = {k: out[k] for k in ("energy_distance", "floor", "ratio", "num_draws")}
     ed.update(_independence(draws.reshape(draws.shape[:2] + (-1,))))
@@ -209,7 +208,7 @@ the energy-distance floor (which assumes independent draws) to be the right yard
 
 
 def _independence(draws: np.ndarray) -> dict:
-    """bip's median bulk ESS ``(draws, chains, k)`` per kept draw, and a note when it is low:
+    """bip's median bulk ESS ``(chains, draws, k)`` per kept draw, and a note when it is low:
     correlated draws raise the energy distance's V-statistic bias above the floor's. On the
     circle (tests/test_check.py), 200 chains x 20 draws 0.03 time units apart gave a ratio of
     6.2 (3.6 with 5x the burn-in) where 1000 x 4 draws 0.3 apart gave 1.24, with the same step
@@ -258,7 +257,7 @@ def _maxent(key, problem, sigmas, settings, progress) -> tuple[dict, dict]:
         _say(progress, f"sampling at sigma = {sigma:g}")
         t1 = time.perf_counter()
         draws = _draws(_at_sigma(problem, sigma), progress)
-        u = _scaled(chart, _coordinates(problem, np.swapaxes(draws, 0, 1)), centre)
+        u = _scaled(chart, _coordinates(problem, draws), centre)
         flat = u.reshape(-1, u.shape[-1])
         a, b = _split(k_cmp, flat_lim, flat.shape[0])
         std_lim = flat_lim.std(0)

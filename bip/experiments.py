@@ -92,7 +92,7 @@ def _zero_error_start(rng_key, law: targets.AngularLaw, num: int) -> Array:
 
 
 def _make_sampler(base_prior, error, likelihood, num_snapshots: int, mesh=None):
-    """``run_cell(rng_key, x0, sizes, sigma, alpha, step, num_steps) -> Run`` running all
+    """``run_cell(rng_key, x0, sizes, sigma, alpha, step_size, num_steps) -> Run`` running all
     (size, chain) pairs of one (sigma, alpha) cell through ``bip.chains.run``: chain ``c``
     has error size ``sizes[c]``; its kept draws are ``num_snapshots`` angles over the second
     half of the run.
@@ -100,8 +100,8 @@ def _make_sampler(base_prior, error, likelihood, num_snapshots: int, mesh=None):
     With a ``mesh`` the (size, chain) axis is split over its devices (per-chain keys, so the
     result does not depend on the number of devices)."""
 
-    def run_cell(rng_key, x0, sizes, sigma, alpha, step, num_steps):
-        schedule = sweeps.cell_schedule(base_prior, error, likelihood, 0.0, sigma, alpha, step)
+    def run_cell(rng_key, x0, sizes, sigma, alpha, step_size, num_steps):
+        schedule = sweeps.cell_schedule(base_prior, error, likelihood, 0.0, sigma, alpha, step_size)
         return sweeps.run_error_chains(
             rng_key, schedule, x0, sizes, num_steps, num_snapshots, observe=_angle, mesh=mesh
         )
@@ -260,7 +260,7 @@ def circle_sweep(
                 for j in range(all_sizes.size):
                     sl = slice(j * num_chains, (j + 1) * num_chains)
                     tv_sampled[j] = metrics.total_variation(
-                        metrics.angle_histogram(snaps[:, sl], NUM_BINS), p0
+                        metrics.angle_histogram(snaps[sl], NUM_BINS), p0
                     )
                     distances[j] = float(np.mean(np.abs(np.linalg.norm(x[sl], axis=-1) - 1.0)))
                 rise = np.asarray(tv_sampled[1:]) - tv_sampled[0]

@@ -78,7 +78,7 @@ def _run_coupled_cell(
     beta,
     sigma,
     alpha,
-    step,
+    step_size,
     burn_steps,
     num_steps,
     num_snapshots,
@@ -93,7 +93,7 @@ def _run_coupled_cell(
     error's effect and not sampling noise."""
     k_burn, k_run = jax.random.split(rng_key)
     num_chains = x_init.shape[0]
-    schedule = sweeps.cell_schedule(base_prior, error, likelihood, beta, sigma, alpha, step)
+    schedule = sweeps.cell_schedule(base_prior, error, likelihood, beta, sigma, alpha, step_size)
     burn = chains.run(
         k_burn,
         schedule,
@@ -256,18 +256,17 @@ def image_sweep(
                 beta=float(beta),
                 sigma=sigma,
                 alpha=alpha,
-                step=h,
+                step_size=h,
                 burn_steps=burn_steps,
                 num_steps=num_steps,
                 num_snapshots=num_snapshots,
                 mesh=mesh,
             )
             sweeps.check_finite(run, sigma, alpha, f"lower c (now {c}) or the largest error size")
-            snaps = run.samples  # (K, (S + 1) * N, *event), host memory
+            snaps = run.samples  # ((S + 1) * N, K, *event), host memory
             first, spacing = sweeps.snapshot_plan(num_steps, num_snapshots)
             num_steps = first + spacing * num_snapshots  # none after the last snapshot
-            per_size = snaps.reshape((num_snapshots, all_sizes.size, num_chains) + event)
-            per_size = np.swapaxes(per_size, 0, 1).reshape((all_sizes.size, -1) + event)
+            per_size = snaps.reshape((all_sizes.size, -1) + event)  # (S + 1, N * K, *event)
             level = posteriors.spread(sigma, alpha)
             located = [
                 posteriors.denoise(prior, jnp.asarray(d), level) if denoise else jnp.asarray(d)

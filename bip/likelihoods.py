@@ -104,7 +104,7 @@ def gaussian(
     if lipschitz is None and getattr(operator, "linear", False):
         from bip.operators import operator_norm
 
-        norm = float(operator_norm(operator, jax.random.key(0)))
+        norm = float(operator_norm(jax.random.key(0), operator))
         lipschitz = 1.01 * norm**2 / float(jnp.min(noise_std)) ** 2
     return Likelihood(_gaussian_log_prob, operator, y, noise_std, lipschitz)
 

@@ -91,7 +91,8 @@ def ssim(estimate: Array, truth: Array) -> float:
 
 def coverage(samples: Array, truth: Array, level: float = 0.9) -> float:
     """Fraction of the entries of ``truth`` inside the pixel-wise central ``level`` credible
-    intervals of ``samples`` ``(num_draws, *truth.shape)``."""
+    intervals of ``samples`` ``(..., *truth.shape)`` (all leading axes pooled, e.g. ``(chains,
+    draws)``)."""
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level!r}")
     samples, truth = np.asarray(samples, float), np.asarray(truth, float)
@@ -181,7 +182,7 @@ TAIL_PROB = (0.05, 0.95)
 
 
 def effective_sample_size(samples: Array, method: str = "bulk") -> np.ndarray:
-    """ESS per coordinate of ``samples`` ``(num_draws, num_chains, ...)`` (arviz-stats).
+    """ESS per coordinate of ``samples`` ``(num_chains, num_draws, ...)`` (arviz-stats).
 
     ``method="bulk"``: the rank-normalised split ESS (Vehtari et al. 2021), the ESS of the
     mean for any monotone transform of the draws; ``"tail"``: the smaller ESS of the
@@ -191,7 +192,7 @@ def effective_sample_size(samples: Array, method: str = "bulk") -> np.ndarray:
     half the tail ESS there, and up to twice the bulk ESS on skewed ones; tests/test_arviz.py.)
 
     Example:
-        >>> x = np.random.default_rng(0).normal(size=(1000, 4, 2))
+        >>> x = np.random.default_rng(0).normal(size=(4, 1000, 2))
         >>> ess = bip.metrics.effective_sample_size(x, "tail")   # iid draws: near 4000
         >>> bool(np.all((ess > 3400) & (ess < 4600)))
         True
@@ -202,16 +203,16 @@ def effective_sample_size(samples: Array, method: str = "bulk") -> np.ndarray:
         raise ValueError(f"method must be 'bulk' or 'tail', got {method!r}")
     prob = TAIL_PROB if method == "tail" else None
     s = np.asarray(samples, float)
-    return np.asarray(array_stats.ess(s, chain_axis=1, draw_axis=0, method=method, prob=prob))
+    return np.asarray(array_stats.ess(s, chain_axis=0, draw_axis=1, method=method, prob=prob))
 
 
 def split_rhat(samples: Array) -> np.ndarray:
-    """Rank-normalised split R-hat per coordinate of ``samples`` ``(num_draws, num_chains,
+    """Rank-normalised split R-hat per coordinate of ``samples`` ``(num_chains, num_draws,
     ...)`` (arviz-stats; Vehtari et al. 2021): the larger of the bulk and the folded R-hat."""
     from arviz_stats.base import array_stats
 
     s = np.asarray(samples, float)
-    return np.asarray(array_stats.rhat(s, chain_axis=1, draw_axis=0, method="rank"))
+    return np.asarray(array_stats.rhat(s, chain_axis=0, draw_axis=1, method="rank"))
 
 
 def mixing_note(

@@ -31,12 +31,12 @@ Example:
     >>> x = jnp.ones((4, 32, 32))                              # a batch of 4 images
     >>> A(x).shape, A.adjoint(A(x)).shape
     ((4, 32, 32), (4, 32, 32))
-    >>> operators.dot_test(A, jax.random.key(0)) < 1e-12
+    >>> operators.dot_test(jax.random.key(0), A) < 1e-12
     True
     >>> P = operators.radon(64, jnp.linspace(0.0, 180.0, 16, endpoint=False))
     >>> P(jnp.zeros((64, 64))).shape                            # (detector, angle)
     (64, 16)
-    >>> float(operators.operator_norm(P, jax.random.key(1)))    # doctest: +SKIP
+    >>> float(operators.operator_norm(jax.random.key(1), P))    # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _power_method(op: Operator, key, num_iterations: Array) -> Array:
     return jnp.linalg.norm(op._apply_single(v)) / jnp.maximum(jnp.linalg.norm(v), tiny)
 
 
-def operator_norm(op: Operator, rng_key, num_iterations: int = 50) -> Array:
+def operator_norm(rng_key, op: Operator, num_iterations: int = 50) -> Array:
     """Estimate ``||A||_2`` (the largest singular value) by the power method on ``A^T A``.
 
     Starts from a Gaussian vector and iterates ``v <- A^T A v / ||A^T A v||``; returns
@@ -131,8 +131,8 @@ def operator_norm(op: Operator, rng_key, num_iterations: int = 50) -> Array:
     Useful for step sizes (e.g. PnP-ULA is stable for ``eta < 1 / (L + ||A||^2)``).
 
     Args:
-        op: a linear operator.
         rng_key: a JAX PRNG key (the starting vector).
+        op: a linear operator.
         num_iterations: number of ``A^T A`` applications (>= 1; traced: changing it does
             not recompile).
 
@@ -141,17 +141,16 @@ def operator_norm(op: Operator, rng_key, num_iterations: int = 50) -> Array:
 
     Example:
         >>> A = bip.operators.matrix(jnp.diag(jnp.array([3.0, 1.0, 0.5])))
-        >>> bip.operators.operator_norm(A, jax.random.key(0))
+        >>> bip.operators.operator_norm(jax.random.key(0), A)
         Array(3., dtype=float64)
     """
-    if not isinstance(op, Operator):
-        raise TypeError(f"op must be a bip.operators.Operator, got {type(op).__name__}")
+    _check_operator("operator_norm", op)
     op._require_linear("operator norm estimate")
     num_iterations = _checks.integer("num_iterations", num_iterations, minimum=1)
     return _power_method(op, rng_key, jnp.asarray(num_iterations, dtype=jnp.int32))
 
 
-def dot_test(op: Operator, rng_key, dtype=None) -> float:
+def dot_test(rng_key, op: Operator, dtype=None) -> float:
     """Relative dot-product test error of a linear operator's adjoint (pylops convention).
 
     Draws Gaussian ``u`` (input shape) and ``v`` (output shape) and returns
@@ -161,8 +160,8 @@ def dot_test(op: Operator, rng_key, dtype=None) -> float:
     operator declared ``linear=True`` that is not linear (an affine offset, for instance).
 
     Args:
-        op: a linear operator.
         rng_key: a JAX PRNG key.
+        op: a linear operator.
         dtype: dtype of ``u`` and ``v`` (default: the operator's dtype, ``op.dtype``).
 
     Returns:
@@ -170,11 +169,10 @@ def dot_test(op: Operator, rng_key, dtype=None) -> float:
 
     Example:
         >>> A = bip.operators.gaussian_blur((16, 16), 1.0, boundary="circular")
-        >>> bip.operators.dot_test(A, jax.random.key(0)) < 1e-12
+        >>> bip.operators.dot_test(jax.random.key(0), A) < 1e-12
         True
     """
-    if not isinstance(op, Operator):
-        raise TypeError(f"op must be a bip.operators.Operator, got {type(op).__name__}")
+    _check_operator("dot_test", op)
     op._require_linear("adjoint (dot test)")
     dtype = op.dtype if dtype is None else jnp.dtype(dtype)
     # u, v drawn on the host from a seed taken from the key: no random-number program to
@@ -188,6 +186,17 @@ def dot_test(op: Operator, rng_key, dtype=None) -> float:
     rhs = float(np.vdot(u.astype(np.float64), atv))
     denom = (abs(lhs) + abs(rhs)) / 2
     return abs(lhs - rhs) / denom if denom > 0 else 0.0
+
+
+def _check_operator(name: str, op) -> None:
+    """A TypeError unless ``op`` is an ``Operator``; says so when the key and the operator
+    were swapped (the key is the first argument, as everywhere in bip)."""
+    if isinstance(op, Operator):
+        return
+    hint = ""
+    if isinstance(op, jax.Array | np.ndarray):
+        hint = f": the PRNG key comes first, {name}(rng_key, op)"
+    raise TypeError(f"op must be a bip.operators.Operator, got {type(op).__name__}{hint}")
 
 
 def _seed_from_key(key) -> list[int]:
@@ -252,7 +261,7 @@ def from_function(
         >>> def grad_x(x):                                  # forward differences, (n, n) -> (n, n)
         ...     return jnp.concatenate([x[:, 1:] - x[:, :-1], jnp.zeros_like(x[:, :1])], axis=1)
         >>> D = bip.operators.from_function(grad_x, (8, 8), linear=True)
-        >>> bip.operators.dot_test(D, jax.random.key(0)) < 1e-12
+        >>> bip.operators.dot_test(jax.random.key(0), D) < 1e-12
         True
         >>> W = jnp.ones((3, 2))
         >>> F = bip.operators.from_function(lambda x: jnp.tanh(W @ x), (2,))   # nonlinear

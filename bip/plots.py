@@ -38,7 +38,7 @@ def angle_histogram_vs_law(
 
     Args:
         ax: a matplotlib ``Axes``.
-        angles: sampled angles in radians, any shape (flattened; e.g. ``(kept, chains)``).
+        angles: sampled angles in radians, any shape (flattened; e.g. ``(chains, kept)``).
         law: an ``AngularLaw`` (from ``bip.targets``) or a list of them.
         num_bins: histogram bins on ``[-pi, pi)``; the TV in the legend uses the same bins.
         label: the name of each law (one string per law).

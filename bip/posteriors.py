@@ -129,10 +129,26 @@ def logdensity(
     return LogDensity(**fields)
 
 
+def _lipschitz(likelihood) -> float | None:
+    """The likelihood's Lipschitz constant ``L`` (None: unknown, or no likelihood)."""
+    return getattr(likelihood, "lipschitz", None) if likelihood is not None else None
+
+
 def step_size(sigma, alpha=0.0, likelihood=None, c: float = 0.1):
-    """``c * min(sigma^(2 - alpha), 1 / L)`` with ``L`` the likelihood's Lipschitz constant."""
-    lipschitz = getattr(likelihood, "lipschitz", None) if likelihood is not None else None
-    return samplers.default_step_size(sigma, alpha, c=c, lipschitz=lipschitz)
+    """The step rule's step size ``c * min(sigma^(2 - alpha), 1 / L)`` with ``L`` the
+    likelihood's Lipschitz constant and ``c`` the step factor.
+
+    Example:
+        >>> float(bip.posteriors.step_size(0.1, alpha=1.0, c=0.2))
+        0.020000000000000004
+    """
+    return samplers.default_step_size(sigma, alpha, c=c, lipschitz=_lipschitz(likelihood))
+
+
+def _refuse_step(run_kwargs: dict) -> None:
+    """A clear error for the argument ``step``, renamed ``step_size`` (bip 0.2)."""
+    if "step" in run_kwargs:
+        raise TypeError("the absolute step is called step_size (step was renamed; see CHANGELOG)")
 
 
 def sample(
@@ -146,7 +162,7 @@ def sample(
     num_steps: int = 1000,
     initial_positions: Array | None = None,
     method: str = "ula",
-    step: float | None = None,
+    step_size: float | None = None,
     c: float = 0.1,
     allow_extrapolation: bool = False,
     **run_kwargs,
@@ -162,17 +178,32 @@ def sample(
         initial_positions: ``(num_chains, *event)``; default: the manifold's uniform law
             when known, else standard normal.
         method: ``"ula"`` (score only) or ``"mala"`` (needs a log density).
-        step: step size; default ``step_size(sigma, alpha, likelihood, c)``.
+        step_size: the absolute step ``h``; default the step rule ``c * min(sigma^(2 -
+            alpha), 1 / L)`` (``bip.posteriors.step_size``).
+        c: the step rule's step factor (used when ``step_size`` is None).
         allow_extrapolation: sample at a sigma outside the learned prior's ``sigma_range``
             (by default a ``ValueError`` naming the range: the score there is untrained).
         run_kwargs: passed to ``bip.samplers.run`` (thin, burn_in, observe, progress, ...).
 
+    Returns:
+        A ``bip.samplers.Run``; ``samples`` is ``(num_chains, num_steps // thin, *event)``
+        (chains first), chain ``i`` driven by the keys ``bip.chains.run`` folds for it.
+
     The drift is a pytree (``Drift``), so repeated calls with the same structure and settings
     run ONE compiled chain: new values of ``y``, the noise level, ``sigma``, ``alpha``,
-    ``step``, error sizes, network weights, the key or the start do not retrace.
+    ``step_size``, error sizes, network weights, the key or the start do not retrace.
+
+    Example:
+        >>> run = bip.posteriors.sample(jax.random.key(0), prior, lik, sigma=0.1,
+        ...                             num_chains=3, num_steps=50, thin=10)
+        >>> run.samples.shape                  # (chains, draws, *event)
+        (3, 5, 2)
     """
+    _refuse_step(run_kwargs)
     num_chains = _checks.integer("num_chains", num_chains)
-    h = step if step is not None else step_size(sigma, alpha, likelihood, c)
+    if step_size is None:
+        step_size = samplers.default_step_size(sigma, alpha, c=c, lipschitz=_lipschitz(likelihood))
+    h = step_size
     fields = dict(sigma=sigma, alpha=alpha, allow_extrapolation=allow_extrapolation)
     if method == "ula":
         algo = samplers.ula(drift(prior, likelihood, **fields), h)
@@ -214,7 +245,9 @@ def _tweedie(prior: ScorePrior, x: Array, sigma: Array) -> Array:
 
 def denoise(prior: ScorePrior, samples: Array, sigma: float) -> Array:
     """Tweedie's denoiser ``x + sigma^2 s(x, sigma)`` (the prior's ``E[x_0 | x]`` at level
-    ``sigma``) applied to ``samples`` ``(num, *batch, *event)``, one leading slice at a time.
+    ``sigma``) applied to ``samples`` ``(num, *batch, *event)``, one leading slice at a time
+    (``run.samples`` ``(chains, draws, *event)``: one chain's draws at a time; a batch of
+    events ``x`` at once: ``denoise(prior, x[None], sigma)[0]``). bip's one Tweedie step.
 
     For the draws of a tempered posterior use ``sigma = spread(sigma, alpha)``: it maps points
     sitting ``sigma^(1 - alpha/2)`` off the manifold back onto it (``bip solve`` reports the
@@ -292,8 +325,9 @@ def sample_annealed(
     )
     k_init, k_run = jax.random.split(rng_key)
     x0 = _initial_positions(k_init, prior, num_chains, initial_positions)
-    lipschitz = getattr(likelihood, "lipschitz", None) if likelihood is not None else None
-    schedule = Partial(_anneal_step, target, sigmas, float(c), lipschitz, steps_per_level)
+    schedule = Partial(
+        _anneal_step, target, sigmas, float(c), _lipschitz(likelihood), steps_per_level
+    )
     annealing = sigmas.shape[0] * steps_per_level
     burn_in = annealing + run_kwargs.pop("burn_in", 0)
     try:
@@ -309,7 +343,8 @@ def sample_annealed(
 
 
 class NoiseLevelRun(NamedTuple):
-    """Joint draws: ``x`` ``(draws, chains, *event)``, noise level ``(draws, chains)``."""
+    """Joint draws, chains first: ``x`` ``(chains, draws, *event)``, noise level
+    ``noise_std`` ``(chains, draws)``."""
 
     x: Array
     noise_std: Array
@@ -328,7 +363,7 @@ def sample_with_noise_level(
     num_chains: int = 1000,
     num_steps: int = 1000,
     initial_positions: Array | None = None,
-    step: float | None = None,
+    step_size: float | None = None,
     c: float = 0.1,
     allow_extrapolation: bool = False,
     **run_kwargs,
@@ -339,10 +374,10 @@ def sample_with_noise_level(
     ``dist.HalfNormal(0.5)`` or ``dist.LogNormal(...)``). The chain's position is the pytree
     ``(x, log s)``:
     the ``x`` drift is ``sigma^alpha s_hat(x, sigma) + grad_x log p(y | x, s)``, the ``log s``
-    drift the gradient of ``log p(y | x, s) + log p(s) + log s`` (autodiff). The default step
-    is ``c * min(sigma^(2 - alpha), s_lo^2 / ||A||^2)`` with ``s_lo`` the hyperprior's 10%
-    quantile (estimated from 4096 draws). A sigma outside a learned prior's ``sigma_range``
-    is refused unless ``allow_extrapolation=True``.
+    drift the gradient of ``log p(y | x, s) + log p(s) + log s`` (autodiff). The default
+    ``step_size`` is ``c * min(sigma^(2 - alpha), s_lo^2 / ||A||^2)`` with ``s_lo`` the
+    hyperprior's 10% quantile (estimated from 4096 draws). A sigma outside a learned prior's
+    ``sigma_range`` is refused unless ``allow_extrapolation=True``.
 
     Example:
         >>> import numpyro.distributions as dist
@@ -354,6 +389,7 @@ def sample_with_noise_level(
 
     from bip.likelihoods import _check_observation
 
+    _refuse_step(run_kwargs)
     y = _check_observation(operator, y)
     if getattr(noise_prior, "support", None) is not constraints.positive:
         raise ValueError("noise_prior must be a NumPyro distribution on (0, inf), e.g. HalfNormal")
@@ -382,13 +418,13 @@ def sample_with_noise_level(
     k_lo, k_init, k_run = jax.random.split(rng_key, 3)
     draws = noise_prior.sample(k_lo, (4096,))
     s_lo = float(jnp.quantile(draws, 0.1))
-    if step is None:
+    if step_size is None:
         norm = 1.0
         if getattr(operator, "linear", False):
             from bip.operators import operator_norm
 
-            norm = float(operator_norm(operator, jax.random.key(0)))
-        step = samplers.default_step_size(sigma, alpha, c=c, lipschitz=norm**2 / s_lo**2)
+            norm = float(operator_norm(jax.random.key(0), operator))
+        step_size = samplers.default_step_size(sigma, alpha, c=c, lipschitz=norm**2 / s_lo**2)
     x0 = _initial_positions(k_init, prior, num_chains, initial_positions)
     log_s0 = jnp.full((num_chains,), jnp.log(jnp.median(draws)), x0.dtype)
 
@@ -399,7 +435,8 @@ def sample_with_noise_level(
         return NoiseLevelRun(x, np.exp(log_s), run)
 
     try:
-        run = samplers.run(k_run, samplers.ula(drift, step), (x0, log_s0), num_steps, **run_kwargs)
+        algo = samplers.ula(drift, step_size)
+        run = samplers.run(k_run, algo, (x0, log_s0), num_steps, **run_kwargs)
     except samplers.Interrupted as stop:  # the partial draws, split like a complete result
         raise samplers.Interrupted(str(stop), joint(stop.partial)) from None
     return joint(run)

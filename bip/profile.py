@@ -20,7 +20,7 @@ Example:
     >>> exact = bip.priors.exact(law)
     >>> noisy = bip.priors.with_error(exact, bip.errors.rotational(), size=0.1, beta=-1.0)
     >>> prof = bip.profile.score_error_profile(
-    ...     noisy, exact, law, jnp.geomspace(0.01, 0.3, 8), jax.random.key(0))
+    ...     jax.random.key(0), noisy, exact, law, jnp.geomspace(0.01, 0.3, 8))
     >>> round(prof["beta"], 1)            # the injected exponent is recovered
     -1.0
     >>> prof["alpha_range"]                # (max(-beta, 0), 2), about (1.0, 2.0)
@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bip import _checks
+from bip import _checks, posteriors
 from bip.priors import ScorePrior
 
 Array = jax.Array
@@ -74,22 +74,22 @@ def admissible_alpha(beta: float) -> tuple[float, float] | None:
 
 
 def score_error_profile(
+    rng_key: Array,
     prior: ScorePrior,
     reference_prior: ScorePrior,
     data_law: Any,
     sigmas: Array,
-    rng_key: Array,
     num_samples: int = 4096,
 ) -> dict[str, Any]:
     """Relative and absolute L2 score error of ``prior`` against ``reference_prior`` per sigma.
 
     Args:
+        rng_key: PRNG key for the draws ``(u, z)``, shared by all sigmas.
         prior: the score to assess (any ``ScorePrior``: a network, an exact prior with an
             injected error ...).
         reference_prior: the reference score, usually ``bip.priors.exact(data_law)``.
         data_law: a law from ``bip.manifolds`` with ``sample(key, shape) -> (*shape, *event)``.
         sigmas: noise levels ``(S,)``, all > 0 (at least two for the fit).
-        rng_key: PRNG key for the draws ``(u, z)``, shared by all sigmas.
         num_samples: number of points ``x ~ p_sigma`` per sigma.
 
     Returns:
@@ -99,8 +99,8 @@ def score_error_profile(
         ``num_samples``.
 
     Example:
-        >>> prof = score_error_profile(net_prior, bip.priors.exact(law), law,
-        ...                            jnp.geomspace(0.01, 1.0, 9), jax.random.key(0))
+        >>> prof = score_error_profile(jax.random.key(0), net_prior, bip.priors.exact(law),
+        ...                            law, jnp.geomspace(0.01, 1.0, 9))
     """
     if not isinstance(prior, ScorePrior) or not isinstance(reference_prior, ScorePrior):
         raise TypeError("prior and reference_prior must be bip.priors.ScorePrior instances")
@@ -148,12 +148,12 @@ def score_error_profile(
 
 
 def langevin(
+    rng_key: Array,
     prior: ScorePrior,
     initial_positions: Array,
     sigma: float,
     alpha: float,
     num_steps: int,
-    rng_key: Array,
     *,
     thin: int | None = None,
     observe=None,
@@ -162,13 +162,18 @@ def langevin(
     """Tempered ULA at one noise level: drift ``sigma^alpha s(x, sigma)``, step
     ``bip.samplers.default_step_size(sigma, alpha)`` (``alpha = 0``: standard Langevin).
 
-    Returns the ``bip.samplers.Run`` (``samples``: every ``thin``-th step, default the last).
+    Returns the ``bip.samplers.Run`` (``samples`` ``(chains, draws, ...)``: every
+    ``thin``-th step, default the last).
+
+    Example:
+        >>> run = bip.profile.langevin(jax.random.key(0), prior, x0, 0.1, 1.0, 100)
+        >>> run.samples.shape                  # (chains, 1, *event): the last step
     """
     from bip import priors, samplers
 
     drift_prior = priors.tempered(prior, alpha) if float(alpha) else prior
-    step = samplers.default_step_size(sigma, alpha)
-    algo = samplers.ula(lambda x: drift_prior.score(x, sigma), step)
+    step_size = samplers.default_step_size(sigma, alpha)
+    algo = samplers.ula(lambda x: drift_prior.score(x, sigma), step_size)
     return samplers.run(
         rng_key,
         algo,
@@ -181,9 +186,9 @@ def langevin(
 
 
 def toy_langevin_check(
+    rng_key: Array,
     prior: ScorePrior,
     data_law: Any,
-    rng_key: Array,
     *,
     sigma: float = 0.01,
     ts_chains: int = 4000,
@@ -228,9 +233,9 @@ def toy_langevin_check(
         k0, k1 = jax.random.split(key)
         x0 = data_law.sample(k0, (chains,))
         start = time.perf_counter()
-        run = langevin(prior, x0, sigma, alpha, steps, k1, observe=manifold.coordinate)
+        run = langevin(k1, prior, x0, sigma, alpha, steps, observe=manifold.coordinate)
         seconds = time.perf_counter() - start
-        angles = np.asarray(run.healthy_samples[-1])
+        angles = np.asarray(run.healthy_samples[:, -1])
         h = float(_samplers_step(sigma, alpha))
         out[name] = {
             "alpha": alpha,
@@ -254,10 +259,11 @@ def _samplers_step(sigma, alpha):
     return samplers.default_step_size(sigma, alpha)
 
 
-def histogram_noise(num_bins: int, num_samples: int, rng_seed: int = 0, reps: int = 200) -> float:
+def histogram_noise(num_bins: int, num_samples: int, seed: int = 0, reps: int = 200) -> float:
     """Mean TV between the ``num_bins``-bin histogram of ``num_samples`` uniform draws and the
-    uniform law: the sampling-noise floor of the TVs above (Monte Carlo, ``reps`` repeats)."""
-    rng = np.random.default_rng(rng_seed)
+    uniform law: the sampling-noise floor of the TVs above (Monte Carlo, ``reps`` repeats;
+    ``seed`` seeds NumPy's generator)."""
+    rng = np.random.default_rng(seed)
     counts = rng.multinomial(num_samples, np.full(num_bins, 1 / num_bins), size=reps)
     return float(np.mean(0.5 * np.abs(counts / num_samples - 1 / num_bins).sum(axis=1)))
 
@@ -289,9 +295,9 @@ def nearest_distances(samples: Array, references, exclude_self: bool = False) ->
 
 
 def diffusion_samples(
+    rng_key: Array,
     prior: ScorePrior,
     num_samples: int,
-    rng_key: Array,
     *,
     sigma_max: float = 10.0,
     sigma_min: float = 0.01,
@@ -301,7 +307,8 @@ def diffusion_samples(
 ) -> tuple[Array, Array]:
     """Reverse-diffusion samples (``bip.samplers.reverse_diffusion``, geometric levels from
     ``sigma_max`` to ``sigma_min``) and, if ``denoise``, their Tweedie denoising at the last
-    level ``x + sigma_min^2 s(x, sigma_min)`` (the usual final step of a diffusion sampler).
+    level ``x + sigma_min^2 s(x, sigma_min)`` (``bip.posteriors.denoise``; the usual final
+    step of a diffusion sampler).
 
     Returns ``(raw, denoised)``, each ``(num_samples, *event)`` (``denoised is raw`` when
     ``denoise`` is False).
@@ -315,13 +322,13 @@ def diffusion_samples(
     raw = out.positions
     if not denoise:
         return raw, raw
-    return raw, raw + sigma_min**2 * _score(prior, raw, jnp.asarray(sigma_min, raw.dtype))
+    return raw, posteriors.denoise(prior, raw[None], sigma_min)[0]
 
 
 def manifold_distance_check(
+    rng_key: Array,
     prior: ScorePrior,
     data_law: Any,
-    rng_key: Array,
     *,
     sigma: float = 0.01,
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0),
@@ -361,10 +368,10 @@ def manifold_distance_check(
         alpha = float(alpha)
         sigma_eff = float(sigma) ** (1 - alpha / 2)
         steps = int(num_steps[alpha] if isinstance(num_steps, dict) else num_steps)
-        run = langevin(prior, x0, sigma, alpha, steps, jax.random.fold_in(k1, i))
+        run = langevin(jax.random.fold_in(k1, i), prior, x0, sigma, alpha, steps)
         x = run.final_state.position
         dist = np.asarray(manifold.distance(x))
-        denoised = x + sigma_eff**2 * _score(prior, x, jnp.asarray(sigma_eff, x.dtype))
+        denoised = posteriors.denoise(prior, x[None], sigma_eff)[0]
         dist_dn = np.asarray(manifold.distance(denoised))
         runs[f"{alpha:g}"] = {
             "alpha": alpha,

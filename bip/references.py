@@ -37,8 +37,8 @@ NumPyro ``Uniform`` sites, so NUTS runs in unconstrained (logit) space; periodic
 (the angle of a circle or ellipse, the last angle of a sphere) are unconstrained reals under a
 periodic density and are wrapped to ``(-pi, pi]`` afterwards.
 
-Draws are chains first, ``(chains, draws, ...)`` (NumPyro's and ArviZ's convention; bip's
-``Run.samples`` is ``(draws, chains, ...)``).
+Draws are chains first, ``(chains, draws, ...)``: NumPyro's, ArviZ's and bip's convention
+(``Run.samples``).
 
 Example:
     >>> circle = bip.manifolds.Circle()
@@ -452,7 +452,7 @@ def compare(rng_key: Array, samples: Array, reference: Reference) -> dict:
 
     Args:
         rng_key: PRNG key (which reference draws form the two comparison sets).
-        samples: a sampler's draws ``(draws, chains, *event)`` (bip's ``Run.samples`` layout).
+        samples: a sampler's draws ``(chains, draws, *event)`` (``Run.samples``' layout).
         reference: a ``Reference`` with at least twice as many draws as ``samples`` (thin it
             so that its draws are nearly independent: the floor assumes so).
 
@@ -474,18 +474,18 @@ def compare(rng_key: Array, samples: Array, reference: Reference) -> dict:
     k = len(reference.x.shape) - 2
     if draws.ndim != k + 2 or draws.shape[2:] != tuple(reference.x.shape[2:]):
         raise ValueError(
-            f"samples must be (draws, chains, *{tuple(reference.x.shape[2:])}), got {draws.shape}"
+            f"samples must be (chains, draws, *{tuple(reference.x.shape[2:])}), got {draws.shape}"
         )
     _checks.finite("samples", draws)
-    chains_first = np.swapaxes(draws, 0, 1).reshape(draws.shape[1], draws.shape[0], -1)
+    flat_draws = draws.reshape(draws.shape[:2] + (-1,))
     ref = np.asarray(reference.x, float).reshape(reference.x.shape[:2] + (-1,))
     flat_ref = ref.reshape(-1, ref.shape[-1])
-    n = chains_first.shape[0] * chains_first.shape[1]
+    n = flat_draws.shape[0] * flat_draws.shape[1]
     if flat_ref.shape[0] < 2 * n:
         raise ValueError(
             f"the reference has {flat_ref.shape[0]} draws; comparing {n} samples needs {2 * n}"
         )
-    flat = chains_first.reshape(n, -1)
+    flat = flat_draws.reshape(n, -1)
     distance = floor = 0.0
     for key in jax.random.split(rng_key, SPLITS):  # average over splits: a steadier ratio
         order = np.asarray(jax.random.permutation(key, flat_ref.shape[0]))
@@ -493,7 +493,7 @@ def compare(rng_key: Array, samples: Array, reference: Reference) -> dict:
         distance += metrics.energy_distance(flat, set_a) / SPLITS
         floor += metrics.energy_distance(set_a, set_b) / SPLITS
 
-    z, std_ratio = mean_z_and_std_ratio(chains_first, ref)
+    z, std_ratio = mean_z_and_std_ratio(flat_draws, ref)
     return {
         "energy_distance": distance,
         "floor": floor,

@@ -31,8 +31,8 @@ Example:
     >>> algo = bip.samplers.ula(drift, bip.samplers.default_step_size(0.1, alpha=0.0))
     >>> x0 = jnp.zeros((100, 2)) + jnp.array([1.0, 0.0])
     >>> result = bip.samplers.run(jax.random.key(0), algo, x0, num_steps=1000, thin=100)
-    >>> result.samples.shape      # (kept, chains, 2)
-    (10, 100, 2)
+    >>> result.samples.shape      # (chains, kept, 2)
+    (100, 10, 2)
 """
 
 from __future__ import annotations

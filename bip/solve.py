@@ -3,7 +3,7 @@
 ``solve(spec)`` builds the problem (``bip.problems``), samples the generic or maximum-entropy
 posterior with many chains (annealed if the spec asks), and writes to ``out_dir``:
 
-- ``samples.npz``: thinned posterior samples ``(draws, chains, *event)`` (float32,
+- ``samples.npz``: thinned posterior samples ``(chains, draws, *event)`` (float32,
   compressed), truth, observation, mean, std, and a ``metadata`` JSON string (the spec, bip and
   JAX versions, seed);
 - ``report.json``: PSNR/SSIM of the posterior mean, coverage of the ground truth by the
@@ -105,7 +105,7 @@ and 11 (maximum-entropy))."""
 
 
 def _draws_report(problem, draws: np.ndarray) -> dict:
-    """Quality of one set of draws ``(draws, chains, *event)``: PSNR/SSIM of their mean,
+    """Quality of one set of draws ``(chains, draws, *event)``: PSNR/SSIM of their mean,
     their mean pixel-wise std, the coverage of the truth by their 90% intervals (and a note
     when it is far from 0.9), and their distance to the manifold (when known)."""
     mean, std = draws.mean(axis=(0, 1)), draws.std(axis=(0, 1))
@@ -354,7 +354,7 @@ def _circle_report(problem, samples: np.ndarray) -> dict:
 
 def _diagnostics(samples: np.ndarray, run: samplers.Run) -> dict:
     flat = samples.reshape(samples.shape[:2] + (-1,))
-    enough = samples.shape[0] >= 4
+    enough = samples.shape[1] >= 4
     ess = metrics.effective_sample_size(flat) if enough else np.full(1, np.nan)
     tail = metrics.effective_sample_size(flat, "tail") if enough else np.full(1, np.nan)
     rhat = metrics.split_rhat(flat) if enough else np.full(1, np.nan)
@@ -365,7 +365,7 @@ def _diagnostics(samples: np.ndarray, run: samplers.Run) -> dict:
         "ess_tail_min": float(np.nanmin(tail)),
         "rhat_max": rhat_max,
         "rhat_median": rhat_median,
-        "mixing": metrics.mixing_note(rhat_max, rhat_median, samples.shape[0]),
+        "mixing": metrics.mixing_note(rhat_max, rhat_median, samples.shape[1]),
         "diverged_chains": int(np.sum(np.asarray(run.diverged))),
         "divergence": str(run.divergence),
     }
@@ -419,7 +419,7 @@ def _figure(problem, samples, arrays: dict, path: Path) -> None:
         ("std (raw draws)", arrays["std"], {"vmin": 0, "vmax": std_max}),
         ("std (denoised draws)", arrays["std_denoised"], {"vmin": 0, "vmax": std_max}),
     ]
-    panels += [(f"raw draw {i}", samples[-1, i], {}) for i in range(min(2, samples.shape[1]))]
+    panels += [(f"raw draw {i}", samples[i, -1], {}) for i in range(min(2, samples.shape[0]))]
     for name, image in problem.baseline_images.items():
         panels.append((scored(_baseline_title(name, problem.baseline[name]), image), image, {}))
     cols = 4
@@ -526,14 +526,14 @@ def _interrupted(stop, spec, problem, out, overwrite, start) -> SolveInterrupted
     if run is None:
         return SolveInterrupted(0, total, None)
     samples = np.asarray(run.samples)
-    if out is None or samples.shape[0] == 0:
+    if out is None or samples.shape[1] == 0:
         return SolveInterrupted(run.steps_done, total, None)
     report = {
         "name": spec["name"],
         "complete": False,
         "steps_done": int(run.steps_done),
         "steps": total,
-        "draws": int(samples.shape[0]),
+        "draws": int(samples.shape[1]),
         "seconds": time.perf_counter() - start,
         "precision": outputs.precision(),
     }

@@ -25,8 +25,9 @@ between steps); pooled values are formed once, in ``finalize``.
 - ``reservoir(k, seed)``: ``k`` draws per chain chosen uniformly from all draws
   (reservoir sampling; the same draw times for all chains).
 - ``combine(stats)``: several statistics as one (a list, tuple or dict of them; the
-  result has the same structure). ``accumulate(stat, draws)`` folds a stored
-  ``(num_draws, num_chains, ...)`` array, e.g. to check a statistic against NumPy.
+  result has the same structure). ``accumulate(stat, draws)`` folds stored draws
+  ``(num_chains, num_draws, ...)`` (``Run.samples``' layout), e.g. to check a statistic
+  against NumPy.
 
 Example:
     >>> angle = lambda x: jnp.arctan2(x[1], x[0])
@@ -103,6 +104,12 @@ def _healthy(healthy, tree):
 def _float(x):
     x = jnp.asarray(x)
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+
+
+def _swap(x):
+    """Draws ``(draws, chains, ...)`` (step-major, as a loop keeps them) <-> ``(chains,
+    draws, ...)`` (chains first, as bip returns them): one transpose, outside the loop."""
+    return jnp.swapaxes(jnp.asarray(x), 0, 1)
 
 
 def _per_chain(w, x):
@@ -329,10 +336,12 @@ class Kept(NamedTuple):
     """A bounded sample of draws.
 
     Attributes:
-        draws: ``(k, num_chains, ...)`` in chronological order (oldest first); when fewer
-            than ``k`` draws were seen only the first ``num_seen`` rows are filled.
+        draws: ``(num_chains, k, ...)`` (chains first, like ``Run.samples``), each chain's
+            in chronological order (oldest first); when fewer than ``k`` draws were seen only
+            the first ``num_seen`` of them are filled.
         num_seen: the number of draws folded in.
-        index: ``(k,)`` which draw (0-based, in the order folded in) each row is; -1 if empty.
+        index: ``(k,)`` which draw (0-based, in the order folded in) each of the ``k`` is;
+            -1 if empty.
     """
 
     draws: Any
@@ -366,7 +375,7 @@ def keep_last(k: int, fn: Callable | None = None) -> Statistic:
     def finalize(state):
         n, buffer = state
         start = jnp.where(n >= k, n % k, 0)
-        draws = jax.tree_util.tree_map(lambda b: jnp.roll(b, -start, axis=0), buffer)
+        draws = jax.tree_util.tree_map(lambda b: _swap(jnp.roll(b, -start, axis=0)), buffer)
         rows = jnp.arange(k, dtype=jnp.int32)
         index = jnp.where(n >= k, n - k + rows, jnp.where(rows < n, rows, -1))
         return Kept(draws, n, index)
@@ -413,7 +422,7 @@ def reservoir(k: int, seed: int | Array = 0, fn: Callable | None = None) -> Stat
     def finalize(state):
         n, index, buffer, _ = state
         order = jnp.argsort(jnp.where(index < 0, jnp.iinfo(jnp.int32).max, index))
-        draws = jax.tree_util.tree_map(lambda b: jnp.take(b, order, axis=0), buffer)
+        draws = jax.tree_util.tree_map(lambda b: _swap(jnp.take(b, order, axis=0)), buffer)
         return Kept(draws, n, index[order])
 
     return Statistic(init, update, finalize, "reservoir")
@@ -454,16 +463,25 @@ def combine(statistics: StatisticsLike) -> Statistic:
 
 
 def accumulate(statistic, draws, healthy: Array | None = None):
-    """Fold stored draws ``(num_draws, num_chains, ...)`` into ``statistic`` and finalize.
+    """Fold stored draws ``(num_chains, num_draws, ...)`` (``Run.samples``' layout; a pytree
+    of such arrays for a pytree ``observe``) into ``statistic`` and finalize.
 
-    ``statistic`` may be anything ``combine`` takes; ``healthy`` is ``(num_draws,
-    num_chains)`` or None. Useful offline and to check a statistic against NumPy.
+    ``statistic`` may be anything ``combine`` takes; ``healthy`` is ``(num_chains,
+    num_draws)`` or None. Useful offline and to check a statistic against NumPy.
+
+    Example:
+        >>> draws = jnp.arange(12.0).reshape(3, 4)          # 3 chains, 4 draws each
+        >>> accumulate(mean_var(), draws).mean
+        Array([1.5, 5.5, 9.5], dtype=float64)
     """
     stat = combine(statistic)
+    draws = jax.tree_util.tree_map(_swap, draws)  # scanned draw by draw
     first = jax.tree_util.tree_map(lambda d: d[0], draws)
     num = jax.tree_util.tree_leaves(draws)[0].shape[0]
     if healthy is None:
         healthy = jnp.ones((num, _num_chains(first)), bool)
+    else:
+        healthy = _swap(healthy)
 
     @jax.jit
     def go(draws, healthy):

@@ -159,16 +159,18 @@ def _interrupted(sweep, cells: list, num_done: int, by_mode: bool) -> SweepInter
     return SweepInterrupted(sweep, num_done, len(cells))
 
 
-def error_algorithm(base_prior, error, likelihood, beta, sigma, alpha, step, step_index, size):
+def error_algorithm(base_prior, error, likelihood, beta, sigma, alpha, step_size, step_index, size):
     """The ULA algorithm of one sweep chain with error size ``size``: the posterior drift of
-    ``priors.with_error(base_prior, error, size, beta)`` at ``(sigma, alpha)``, step ``step``
-    (the same at every ``step_index``). A schedule for ``bip.chains.run(...,
+    ``priors.with_error(base_prior, error, size, beta)`` at ``(sigma, alpha)``, step size
+    ``step_size`` (the same at every ``step_index``). A schedule for ``bip.chains.run(...,
     chain_params=sizes)`` as ``Partial(error_algorithm, base_prior, error, likelihood, beta,
-    sigma, alpha, step)``: its floats are traced, so every cell of a sweep shares one program.
+    sigma, alpha, step_size)``: its floats are traced, so every cell of a sweep shares one
+    program.
     """
     del step_index
     corrupted = priors.with_error(base_prior, error, size, beta)
-    return samplers.ula(posteriors.drift(corrupted, likelihood, sigma=sigma, alpha=alpha), step)
+    drift = posteriors.drift(corrupted, likelihood, sigma=sigma, alpha=alpha)
+    return samplers.ula(drift, step_size)
 
 
 def snapshot_plan(num_steps: int, num_snapshots: int) -> tuple[int, int]:
@@ -178,9 +180,9 @@ def snapshot_plan(num_steps: int, num_snapshots: int) -> tuple[int, int]:
     return first, max((num_steps - first) // num_snapshots, 1)
 
 
-def cell_schedule(base_prior, error, likelihood, beta, sigma, alpha, step) -> Partial:
+def cell_schedule(base_prior, error, likelihood, beta, sigma, alpha, step_size) -> Partial:
     """``error_algorithm`` with a cell's arguments bound (a pytree: floats traced)."""
-    values = (float(beta), float(sigma), float(alpha), float(step))
+    values = (float(beta), float(sigma), float(alpha), float(step_size))
     return Partial(error_algorithm, base_prior, error, likelihood, *values)
 
 

@@ -211,7 +211,7 @@ def projector(geometry: Geometry, method: str | None = None) -> Operator:
         >>> A = projector(g)
         >>> A(jnp.ones((3, 64, 64))).shape
         (3, 96, 36)
-        >>> bip.operators.dot_test(A, jax.random.key(0)) < 1e-12
+        >>> bip.operators.dot_test(jax.random.key(0), A) < 1e-12
         True
     """
     if not isinstance(geometry, Geometry):

@@ -348,7 +348,7 @@ def tv_reconstruct(
     y = jnp.broadcast_to(y, batch + tuple(op.output_shape))
     weight = jnp.broadcast_to(weight, batch)
     if operator_norm is None:
-        norm = operators.operator_norm(op, jax.random.key(0)).astype(y.dtype)
+        norm = operators.operator_norm(jax.random.key(0), op).astype(y.dtype)
     else:
         norm = jnp.asarray(operator_norm, y.dtype)
     return _solve(

@@ -15,7 +15,6 @@ AR(1) chain decorrelate faster than the chain):
   exceed 1.08 when one chain sits one standard deviation off.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -30,20 +29,20 @@ pytest.importorskip("xarray")
 
 
 def _ar1(rho, num_draws, num_chains, dim, seed):
-    """AR(1) chains ``(draws, chains, dim)`` with unit stationary variance."""
+    """AR(1) chains ``(chains, draws, dim)`` (bip's layout) with unit stationary variance."""
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal((num_draws, num_chains, dim))
     x = np.empty_like(noise)
     x[0] = noise[0]
     for t in range(1, num_draws):
         x[t] = rho * x[t - 1] + np.sqrt(1 - rho**2) * noise[t]
-    return x
+    return np.swapaxes(x, 0, 1)
 
 
 def _azstats(draws):
-    """arviz-stats (xarray accessor) on bip-layout draws ``(draws, chains, k)``: rank-normalised
-    split R-hat, bulk ESS, tail ESS at bip's quantiles."""
-    ds = arviz_base.from_dict({"posterior": {"x": np.swapaxes(draws, 0, 1)}})["posterior"]
+    """arviz-stats (xarray accessor) on bip-layout draws ``(chains, draws, k)`` (ArviZ's
+    too): rank-normalised split R-hat, bulk ESS, tail ESS at bip's quantiles."""
+    ds = arviz_base.from_dict({"posterior": {"x": draws}})["posterior"]
     ds = ds.dataset
     tail = ds.azstats.ess(method="tail", prob=metrics.TAIL_PROB)["x"].values
     return ds.azstats.rhat()["x"].values, ds.azstats.ess(method="bulk")["x"].values, tail
@@ -61,10 +60,7 @@ def _tail_ess_ar1(rho, num_draws, p=0.05):
 
 def _streaming(draws):
     """bip's jitted streaming diagnostics folded over bip-layout draws."""
-    stat = streaming.diagnostics()
-    values = jnp.asarray(draws)
-    state, _ = jax.lax.scan(lambda s, d: (stat.update(s, d), None), stat.init(values[0]), values)
-    return stat.finalize(state)
+    return streaming.accumulate(streaming.diagnostics(), jnp.asarray(draws))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -89,7 +85,7 @@ def test_rhat_and_ess_agree_with_arviz_stats(seed):
     assert ess_stream[2] > 1.5 * ess_az[2]  # raw-value AR(1) ESS on a skewed law: too high
     np.testing.assert_allclose(np.asarray(diag.rhat)[:2], rhat_az[:2], atol=0.005)
     shifted = draws[..., :2].copy()
-    shifted[:, 0] += 1.0  # one chain off by one standard deviation: not mixed
+    shifted[0] += 1.0  # one chain off by one standard deviation: not mixed
     rhat = metrics.split_rhat(shifted)
     assert np.all(rhat > 1.08) and np.all(np.asarray(_streaming(shifted).rhat) > 1.08)
     with pytest.raises(ValueError, match="'bulk' or 'tail'"):
@@ -103,8 +99,8 @@ def test_run_round_trips(key):
     )
     dt = bip_arviz.to_datatree(run, attrs={"name": "circle"})
     x = dt["posterior"]["x"].values
-    assert x.shape == (4, 20, 2)
-    np.testing.assert_array_equal(np.swapaxes(x, 0, 1), np.asarray(run.samples))
+    assert x.shape == (4, 20, 2) and dt["posterior"]["x"].dims[:2] == ("chain", "draw")
+    np.testing.assert_array_equal(x, np.asarray(run.samples))  # the same layout: no transpose
     stats = dt["sample_stats"]
     assert stats["diverging"].shape == (4, 20) and not stats["diverging"].values.any()
     np.testing.assert_allclose(

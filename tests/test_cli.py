@@ -233,7 +233,7 @@ def test_ctrl_c_stops_bip_solve_and_keeps_marked_partial_draws(tmp_path):
     assert report["complete"] is False and report["precision"] == "float64"
     assert 0 < report["steps_done"] < 1_000_000 and report["draws"] >= 1
     with np.load(out / "samples.npz") as data:
-        assert data["samples"].shape == (report["draws"], 1000, 2)
+        assert data["samples"].shape == (1000, report["draws"], 2)  # (chains, draws, 2)
         assert np.all(np.isfinite(data["samples"]))
     assert not (out / "figure.png").exists()
     assert list((tmp_path / "cache" / "bip" / "jax").iterdir())  # compiled programs cached

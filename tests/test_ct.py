@@ -29,10 +29,10 @@ def test_fan_beam_auto_is_dense_under_the_bound_and_the_same_map_as_joseph():
     scale = float(jnp.abs(joseph(x)).max())
     np.testing.assert_allclose(dense(x), joseph(x), atol=1e-13 * scale)
     np.testing.assert_allclose(dense.adjoint(y), joseph.adjoint(y), atol=1e-13 * scale)
-    assert operators.dot_test(dense, jax.random.key(2)) < 1e-12
+    assert operators.dot_test(jax.random.key(2), dense) < 1e-12
     single = _fan(16, 12, dtype=jnp.float32)
     assert single.params.matrix.dtype == jnp.float32
-    assert operators.dot_test(single, jax.random.key(3)) < 1e-5
+    assert operators.dot_test(jax.random.key(3), single) < 1e-5
     with pytest.raises(ValueError, match="method"):
         _fan(16, 12, "shear")
     with pytest.raises(ValueError, match="source_distance"):

@@ -46,7 +46,7 @@ def test_same_draws_for_any_chunk_size_from_one_compiled_program():
     # of every run reuses it (its step counts are traced arguments)
     assert len(traces) == 2
     ref = runs[100]
-    assert ref.samples.shape == (9, 32, 2) and ref.complete and ref.steps_done == 95
+    assert ref.samples.shape == (32, 9, 2) and ref.complete and ref.steps_done == 95
     assert isinstance(ref.samples, np.ndarray)
     for size, r in runs.items():
         np.testing.assert_array_equal(r.samples, ref.samples, err_msg=f"chunk_size={size}")
@@ -54,7 +54,7 @@ def test_same_draws_for_any_chunk_size_from_one_compiled_program():
         np.testing.assert_array_equal(r.info_mean.drift_sq_norm, ref.info_mean.drift_sq_norm)
         np.testing.assert_array_equal(r.statistics.mean, ref.statistics.mean)
     # the statistics saw exactly the kept draws
-    np.testing.assert_allclose(ref.statistics.mean, ref.samples.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(ref.statistics.mean, ref.samples.mean(axis=1), rtol=1e-12)
     # the draws are the kernel's: step i uses fold_in(key, i), the 15th step is the first kept
     x = X0
     kernel = samplers.build_kernel()
@@ -63,7 +63,7 @@ def test_same_draws_for_any_chunk_size_from_one_compiled_program():
         x = jax.vmap(lambda k, p: kernel(k, samplers.LangevinState(p), algo.step.args[0], 1e-3))(
             keys, x
         )[0].position
-    np.testing.assert_allclose(ref.samples[0], x, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ref.samples[:, 0], x, rtol=1e-12, atol=1e-14)
 
 
 class _SignalAfter:
@@ -98,8 +98,8 @@ def test_ctrl_c_between_chunks_keeps_the_draws_so_far(monkeypatch):
     # chunks 1 (the 5 burn-in steps) and 2 had finished when the signal came, chunk 3 was in
     # flight: 20 steps after burn-in, 2 kept draws, equal to the first 2 of the full run
     assert not partial.complete and partial.steps_done == 20
-    np.testing.assert_array_equal(partial.samples, full.samples[:2])
-    np.testing.assert_allclose(partial.statistics.mean, full.samples[:2].mean(axis=0))
+    np.testing.assert_array_equal(partial.samples, full.samples[:, :2])
+    np.testing.assert_allclose(partial.statistics.mean, full.samples[:, :2].mean(axis=1))
     short = _run(algo, num_steps=20, chunk_size=10)
     np.testing.assert_array_equal(partial.final_state.position, short.final_state.position)
 

@@ -122,6 +122,6 @@ def test_two_processes_match_one(tmp_path):
     # relaxation time sigma^2) apart: the mean's sd is about 0.1 / sqrt(640) = 0.004, the std's
     # 0.1 / sqrt(2 * 640) = 0.003 (measured 1.0087 and 0.104); bounds of 5 sds.
     radii = np.linalg.norm(np.asarray(multi["samples"]), axis=-1)
-    assert np.asarray(multi["samples"]).shape == (10, 64, 2)
+    assert np.asarray(multi["samples"]).shape == (64, 10, 2)  # (chains, draws, 2)
     assert radii.mean() == pytest.approx(1 + 0.1**2 / 2, abs=0.02)
     assert radii.std() == pytest.approx(0.1, abs=0.015)

@@ -228,7 +228,7 @@ def test_loaded_circle_prior_meets_the_quality_bar(key):
     prior = load_prior("circle-vonmises")
     exact = bip.priors.exact(CIRCLE_LAW)
     prof = bip.profile.score_error_profile(
-        prior, exact, CIRCLE_LAW, jnp.array([0.1, 0.2]), key, num_samples=4096
+        key, prior, exact, CIRCLE_LAW, jnp.array([0.1, 0.2]), num_samples=4096
     )
     assert prof["rel_error"][0] < 0.1, prof
     assert prof["rel_error"][0] > 1e-4  # a real, measured error (not the exact score)
@@ -240,7 +240,7 @@ def test_loaded_circle_prior_meets_the_quality_bar(key):
 def test_profile_of_exact_prior_against_itself_is_zero(key):
     exact = bip.priors.exact(CIRCLE_LAW)
     prof = bip.profile.score_error_profile(
-        exact, exact, CIRCLE_LAW, jnp.geomspace(0.01, 1.0, 5), key, num_samples=512
+        key, exact, exact, CIRCLE_LAW, jnp.geomspace(0.01, 1.0, 5), num_samples=512
     )
     np.testing.assert_array_equal(prof["abs_error"], 0.0)
     np.testing.assert_array_equal(prof["rel_error"], 0.0)
@@ -254,7 +254,7 @@ def test_profile_recovers_injected_beta(key, beta):
     size = 0.05
     noisy = bip.priors.with_error(exact, bip.errors.rotational(), size=size, beta=beta)
     sigmas = jnp.geomspace(0.01, 0.2, 6)
-    prof = bip.profile.score_error_profile(noisy, exact, CIRCLE_LAW, sigmas, key, num_samples=1024)
+    prof = bip.profile.score_error_profile(key, noisy, exact, CIRCLE_LAW, sigmas, num_samples=1024)
     assert abs(prof["beta"] - beta) < 0.05, prof["beta"]
     # the rotation has norm |x| = sqrt(1 + 2 sigma^2) on average: abs error = size sigma^beta |x|
     expected = size * np.asarray(sigmas) ** beta * np.sqrt(1 + 2 * np.asarray(sigmas) ** 2)
@@ -269,12 +269,12 @@ def test_profile_helpers_and_checks(key):
     assert bip.profile.fit_exponent([0.1, 1.0], [10.0, 1.0]) == pytest.approx(-1.0)
     exact = bip.priors.exact(CIRCLE_LAW)
     with pytest.raises(ValueError, match="sigmas"):
-        bip.profile.score_error_profile(exact, exact, CIRCLE_LAW, [0.1, -1.0], key)
+        bip.profile.score_error_profile(key, exact, exact, CIRCLE_LAW, [0.1, -1.0])
     with pytest.raises(ValueError, match="num_samples"):
-        bip.profile.score_error_profile(exact, exact, CIRCLE_LAW, [0.1], key, num_samples=0)
+        bip.profile.score_error_profile(key, exact, exact, CIRCLE_LAW, [0.1], num_samples=0)
     sphere = bip.priors.exact(bip.manifolds.Uniform(bip.manifolds.Sphere(3)))
     with pytest.raises(ValueError, match="event shape"):
-        bip.profile.score_error_profile(exact, sphere, CIRCLE_LAW, [0.1], key)
+        bip.profile.score_error_profile(key, exact, sphere, CIRCLE_LAW, [0.1])
 
 
 # --------------------------------------------------------------------------- the U-Net
@@ -445,18 +445,18 @@ def test_learned_circle_prior_ts1_gives_uniform_standard_langevin_does_not(key):
     uniform = bip.targets.from_log_density(lambda t: jnp.log(circle.volume_density(t)))
     k0, k1, k2 = jax.random.split(key, 3)
     x0 = CIRCLE_LAW.sample(k0, (2000,))
-    ts1 = bip.profile.langevin(prior, x0, 0.01, 1.0, 3000, k1, thin=500, observe=circle.coordinate)
+    ts1 = bip.profile.langevin(k1, prior, x0, 0.01, 1.0, 3000, thin=500, observe=circle.coordinate)
     assert not ts1.divergence.any, str(ts1.divergence)
     assert float(bip.samplers.default_step_size(0.01, 1.0)) == pytest.approx(1e-3)
-    angles = np.asarray(ts1.samples[-2:])
+    angles = np.asarray(ts1.samples[:, -2:])
     tv_uniform = bip.metrics.tv_to_law(angles, uniform)
     tv_p_data = bip.metrics.tv_to_law(angles, p_data)
     assert tv_uniform < 0.08, (tv_uniform, tv_p_data)
     assert tv_p_data > 0.2, (tv_uniform, tv_p_data)  # TV(p_data, uniform) = 0.29
 
-    std = bip.profile.langevin(prior, x0, 0.01, 0.0, 1000, k2, observe=circle.coordinate)
+    std = bip.profile.langevin(k2, prior, x0, 0.01, 0.0, 1000, observe=circle.coordinate)
     assert not std.divergence.any, str(std.divergence)
-    angles = np.asarray(std.samples[-1])
+    angles = np.asarray(std.samples[:, -1])
     assert bip.metrics.tv_to_law(angles, p_data) < 0.08  # where it started: it barely moves
     assert bip.metrics.tv_to_law(angles, uniform) > 0.2
 
@@ -484,9 +484,9 @@ def test_learned_phantom_langevin_samples_stay_near_the_manifold(key):
     k0, k1, k2 = jax.random.split(key, 3)
     x0 = law.sample(k0, (16,))
     norm = float(jnp.mean(jnp.sqrt(jnp.sum(x0**2, axis=(-2, -1)))))
-    std = bip.profile.langevin(prior, x0, 0.01, 0.0, 200, k1).final_state.position
+    std = bip.profile.langevin(k1, prior, x0, 0.01, 0.0, 200).final_state.position
     assert float(jnp.mean(prior.manifold.distance(std))) < 0.1 * norm
-    ts = bip.profile.langevin(prior, x0, 0.01, 0.25, 200, k2).final_state.position
+    ts = bip.profile.langevin(k2, prior, x0, 0.01, 0.25, 200).final_state.position
     s_eff = 0.01 ** (1 - 0.25 / 2)
     denoised = ts + s_eff**2 * prior.score(ts, s_eff)
     assert float(jnp.mean(prior.manifold.distance(denoised))) < 0.1 * norm

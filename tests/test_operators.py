@@ -82,7 +82,7 @@ def test_adjoint_dot_test(name, dtype, key):
     dtype = jnp.dtype(dtype)
     op = LINEAR_OPERATORS[name](dtype)
     assert op.linear
-    err = ops.dot_test(op, key, dtype=dtype)
+    err = ops.dot_test(key, op, dtype=dtype)
     assert err < (1e-12 if dtype == jnp.float64 else 1e-5), err
     # both maps really run in the requested precision: no float64 anywhere in the program
     u = jnp.ones(op.input_shape, dtype)
@@ -250,10 +250,10 @@ def test_operator_norm_matches_dense_svd(make, key):
         np.asarray(op.adjoint(basis)).reshape(dense.shape), dense, atol=1e-13
     )
     exact = np.linalg.norm(dense, 2)
-    estimate = float(ops.operator_norm(op, key, num_iterations=200))
+    estimate = float(ops.operator_norm(key, op, num_iterations=200))
     assert estimate <= exact * (1 + 1e-12)
     assert abs(estimate - exact) / exact < 1e-3
-    assert float(ops.operator_norm(op, key)) <= exact * (1 + 1e-12)
+    assert float(ops.operator_norm(key, op)) <= exact * (1 + 1e-12)
 
 
 def test_radon_matrix_is_the_operator():
@@ -298,7 +298,7 @@ def test_coordinate_projection_on_circle():
 def test_from_function_linear_and_nonlinear(key):
     grad = ops.from_function(_grad2d, (5, 6), linear=True, name="grad")
     assert grad.output_shape == (2, 5, 6) and grad.name == "grad"
-    assert ops.dot_test(grad, key) < 1e-12
+    assert ops.dot_test(key, grad) < 1e-12
     # the adjoint of the forward difference is minus a backward difference (interior)
     y = jnp.asarray(_rng(17).standard_normal((2, 5, 6)))
     div = grad.adjoint(y)
@@ -317,12 +317,12 @@ def test_from_function_linear_and_nonlinear(key):
         with pytest.raises(ValueError, match="nonlinear"):
             call()
     with pytest.raises(ValueError, match="nonlinear"):
-        ops.dot_test(nonlinear, key)
+        ops.dot_test(key, nonlinear)
     assert not (nonlinear @ ops.matrix(jnp.eye(4))).linear
     # declared linear but is not: rejected structurally, or caught by the dot test (affine)
     with pytest.raises(ValueError, match="linear_transpose"):
         ops.from_function(jnp.tanh, (3,), linear=True)
-    assert ops.dot_test(ops.from_function(lambda x: x + 1.0, (3,), linear=True), key) > 1e-3
+    assert ops.dot_test(key, ops.from_function(lambda x: x + 1.0, (3,), linear=True)) > 1e-3
 
 
 @pytest.mark.parametrize(

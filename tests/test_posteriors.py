@@ -35,7 +35,7 @@ def _check_against_exact(likelihood, alpha, tol, num_chains=10_000, seed=0):
         observe=_angles,
     )
     assert not run.divergence.any
-    tv = bip.metrics.tv_to_law(run.samples[-2:], law)
+    tv = bip.metrics.tv_to_law(run.samples[:, -2:], law)
     assert tv < tol, f"TV {tv:.4f} to the exact finite-sigma posterior"
     return law
 
@@ -64,7 +64,7 @@ def test_gaussian_potential_and_lipschitz():
 @pytest.mark.slow
 def test_custom_linear_and_nonlinear_operators_run_through_the_sampler():
     linear = bip.operators.from_function(lambda x: 2.0 * x[:1] - x[1:], (2,), linear=True)
-    assert bip.operators.dot_test(linear, jax.random.key(0)) < 1e-12
+    assert bip.operators.dot_test(jax.random.key(0), linear) < 1e-12
     lik = bip.likelihoods.gaussian(linear, jnp.array([-1.0]), 0.5)
     _check_against_exact(lik, 0.0, tol=0.05, num_chains=4000)
     nonlinear = bip.operators.from_function(lambda x: jnp.stack([x[0] ** 2 + x[1]]), (2,))
@@ -99,7 +99,7 @@ def test_mala_posterior_and_annealed_variant():
         method="mala",
         observe=_angles,
     )
-    assert bip.metrics.tv_to_law(run.samples[-1], law) < 0.05
+    assert bip.metrics.tv_to_law(run.samples[:, -1], law) < 0.05
     run = bip.posteriors.sample_annealed(
         jax.random.key(4),
         PRIOR,
@@ -112,7 +112,7 @@ def test_mala_posterior_and_annealed_variant():
         thin=1000,
         observe=_angles,
     )
-    assert bip.metrics.tv_to_law(run.samples[-1], law) < 0.05
+    assert bip.metrics.tv_to_law(run.samples[:, -1], law) < 0.05
 
 
 def test_sigma_to_zero_limits():
@@ -198,21 +198,21 @@ def test_unknown_noise_level_with_hyperprior_sampled_jointly(alpha):
         thin=500,
         initial_positions=DATA.sample(jax.random.key(6), (4000,)),
     )
-    assert out.x.shape == (6, 4000, 2) and out.noise_std.shape == (6, 4000)
+    assert out.x.shape == (4000, 6, 2) and out.noise_std.shape == (4000, 6)
     # reference on a coarser grid than the default (1440 x 400 points, 400 noise nodes): 16x
     # cheaper, and its bins differ from the default grid's by TV 6e-4 (alpha 0) / 5e-4 (alpha 1)
     potential = bip.posteriors.marginal_noise_potential(OBSERVE_X1, y, noise_prior, num_nodes=200)
     law = bip.targets.stationary_angular_law(
         PRIOR, SIGMA, alpha, potential, num_theta=720, num_r=200
     )
-    tv = bip.metrics.tv_to_law(_angles(out.x[-2:]), law)
+    tv = bip.metrics.tv_to_law(_angles(out.x[:, -2:]), law)
     assert tv < 0.05, tv
     # the noise level is learned: its posterior differs from the hyperprior (mean 0.4)
     fixed = bip.targets.stationary_angular_law(
         PRIOR, SIGMA, alpha, bip.likelihoods.gaussian(OBSERVE_X1, y, 0.05).potential
     )
     assert bip.metrics.total_variation(law.bin_probabilities(), fixed.bin_probabilities()) > 0.1
-    assert 0.1 < float(out.noise_std[-2:].mean()) < 0.6
+    assert 0.1 < float(out.noise_std[:, -2:].mean()) < 0.6
 
 
 class _TraceCounter:
@@ -365,7 +365,7 @@ def _annealed(sigmas, **kwargs):
         (lambda: _sample(sigma=-0.1, method="mala"), "sigma must be > 0"),
         (lambda: _sample(sigma=0.1, alpha=2.0), "alpha must lie in"),
         (lambda: _sample(sigma=0.1, alpha=-0.5, method="mala"), "alpha must lie in"),
-        (lambda: _sample(sigma=0.1, step=0.0), "step_size must be > 0"),
+        (lambda: _sample(sigma=0.1, step_size=0.0), "step_size must be > 0"),
         (lambda: _annealed([1.0, 0.0]), "sigmas must be > 0"),
         (lambda: _annealed([1.0, 0.1], alpha=2.5), "alpha must lie in"),
     ],
@@ -374,3 +374,37 @@ def test_bad_sample_settings_are_clear_errors(call, match):
     """Values are traced, but concrete bad ones are still refused before any tracing."""
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_samples_are_chains_first_and_each_chain_follows_its_own_keys():
+    """bip's layout (issue 14): ``(chains, draws, *event)``, like NumPyro and ArviZ. Chain ``i``
+    of ``posteriors.sample`` is the one-chain ULA kernel fed the keys ``split(fold_in(key,
+    step), num_chains)[i]``: its kept draws are row ``i``, every ``thin``-th state."""
+    lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([-0.5]), 0.3)
+    x0 = DATA.sample(jax.random.key(0), (3,))
+    run = bip.posteriors.sample(
+        jax.random.key(1), PRIOR, lik, sigma=SIGMA, num_chains=3, num_steps=10, thin=2,
+        initial_positions=x0, progress=False,
+    )  # fmt: skip
+    assert run.samples.shape == (3, 5, 2)  # 3 chains, 5 draws, event (2,)
+    drift = bip.posteriors.drift(PRIOR, lik, sigma=SIGMA)
+    h = bip.posteriors.step_size(SIGMA, 0.0, lik)
+    kernel = bip.kernels.build_kernel()
+    for i in range(3):
+        x, draws = x0[i], []
+        for step in range(10):
+            key = jax.random.split(jax.random.fold_in(jax.random.key(1), step), 3)[i]
+            x = kernel(key, bip.kernels.LangevinState(x), drift, h)[0].position
+            if step % 2 == 1:
+                draws.append(x)
+        np.testing.assert_allclose(run.samples[i], np.stack(draws), rtol=1e-12, atol=1e-14)
+
+
+def test_renamed_arguments_are_clear_errors():
+    """Issue 14's renames fail loudly: ``step`` is ``step_size``, the key comes first."""
+    with pytest.raises(TypeError, match="step_size"):
+        _sample(sigma=0.1, step=1e-3)
+    with pytest.raises(TypeError, match="key comes first"):
+        bip.operators.operator_norm(OBSERVE_X1, jax.random.key(0))
+    with pytest.raises(TypeError, match="key comes first"):
+        bip.operators.dot_test(OBSERVE_X1, jax.random.key(0))

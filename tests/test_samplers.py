@@ -36,7 +36,7 @@ def test_sampled_angle_law_matches_exact_finite_sigma_target(method, alpha):
     )
     assert not result.divergence.any
     # 10^4 chains, histogram pooled over the last three draws (500 steps apart)
-    tv = bip.metrics.tv_to_law(result.samples[-3:], law)
+    tv = bip.metrics.tv_to_law(result.samples[:, -3:], law)
     assert tv < 0.03, f"TV {tv:.4f} to the exact target p_sigma^(sigma^alpha)"
     if method == "mala":
         assert float(jnp.mean(result.info_mean.acceptance_rate)) > 0.8
@@ -69,7 +69,7 @@ def test_same_seed_same_result_and_thinning_shapes():
     a = bip.samplers.run(jax.random.key(5), algo, x0, num_steps=100, thin=10, burn_in=5)
     b = bip.samplers.run(jax.random.key(5), algo, x0, num_steps=100, thin=10, burn_in=5)
     c = bip.samplers.run(jax.random.key(6), algo, x0, num_steps=100, thin=10, burn_in=5)
-    assert a.samples.shape == (10, 64, 2)
+    assert a.samples.shape == (64, 10, 2)  # (chains, draws, *event)
     np.testing.assert_array_equal(a.samples, b.samples)
     assert not np.allclose(a.samples, c.samples)
     # the kernel is exactly x + h * drift + sqrt(2 h) z (BlackJAX sgld fed the full drift)
@@ -90,7 +90,7 @@ def test_diverging_chains_are_reported_by_index_not_returned_as_nan():
     np.testing.assert_array_equal(np.asarray(result.diverged), [False, True, False, True])
     assert np.all(np.isfinite(np.asarray(result.samples)))
     assert np.all(np.asarray(result.diverged_at)[[1, 3]] >= 0)
-    assert result.healthy_samples.shape == (50, 2, 2)
+    assert result.healthy_samples.shape == (2, 50, 2)
     assert "step size" in result.divergence.hint
     with pytest.raises(bip.samplers.DivergenceError, match="diverged"):
         bip.samplers.run(jax.random.key(0), algo, x0, num_steps=50, on_divergence="raise")

@@ -113,7 +113,7 @@ def test_chain_arrays_are_sharded_over_four_devices(four_devices):
     out = four_devices
     assert out["run_devices"] == 4
     assert out["run_shard_shapes"] == [[16, 2]]  # 64 chains / 4 devices
-    assert out["samples_host"] == ["ndarray", [10, 64, 2]]  # kept draws go to host memory
+    assert out["samples_host"] == ["ndarray", [64, 10, 2]]  # kept draws go to host memory
     assert out["hist_shard_shapes"] == [[16, 36]]
     assert out["diffusion_devices"] == 4
     assert out["sweep_devices"] == [4, 4]

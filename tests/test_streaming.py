@@ -24,37 +24,37 @@ def _angle(x):
 
 def test_mean_var_matches_numpy_per_chain_and_pooled():
     rng = np.random.default_rng(0)
-    draws = 3.0 + rng.standard_normal((500, 7, 3)) * np.arange(1, 4)
-    healthy = np.ones((500, 7), bool)
-    healthy[200:, 2] = False  # chain 2 diverged at draw 200: its later draws are skipped
+    draws = 3.0 + rng.standard_normal((7, 500, 3)) * np.arange(1, 4)  # (chains, draws, 3)
+    healthy = np.ones((7, 500), bool)
+    healthy[2, 200:] = False  # chain 2 diverged at draw 200: its later draws are skipped
     out = streaming.accumulate(streaming.mean_var(), jnp.asarray(draws), jnp.asarray(healthy))
-    counts = healthy.sum(0)
+    counts = healthy.sum(1)
     np.testing.assert_array_equal(out.count, counts)
     for c in range(7):
-        d = draws[: counts[c], c]
+        d = draws[c, : counts[c]]
         np.testing.assert_allclose(out.mean[c], d.mean(0), rtol=1e-12)
         np.testing.assert_allclose(out.variance[c], d.var(0), rtol=1e-10)
-    pooled = np.concatenate([draws[: counts[c], c] for c in range(7)])
+    pooled = np.concatenate([draws[c, : counts[c]] for c in range(7)])
     np.testing.assert_allclose(out.pooled_mean, pooled.mean(0), rtol=1e-12)
     np.testing.assert_allclose(out.pooled_variance, pooled.var(0), rtol=1e-10)
 
 
 def test_mean_var_of_a_pytree_observable():
-    draws = jnp.asarray(np.random.default_rng(1).standard_normal((50, 4, 2)))
+    draws = jnp.asarray(np.random.default_rng(1).standard_normal((4, 50, 2)))
     out = streaming.accumulate(streaming.mean_var(lambda x: {"x": x, "r": jnp.sum(x**2)}), draws)
-    np.testing.assert_allclose(out.mean["r"], np.sum(np.asarray(draws) ** 2, -1).mean(0))
+    np.testing.assert_allclose(out.mean["r"], np.sum(np.asarray(draws) ** 2, -1).mean(1))
     assert out.mean["x"].shape == (4, 2) and out.pooled_mean["r"].shape == ()
 
 
 def test_histogram_matches_numpy_histogram():
     rng = np.random.default_rng(2)
-    values = rng.uniform(-4.0, 4.0, (300, 5))
-    values[0, 0], values[1, 0], values[2, 0] = np.pi, -np.pi, np.nan  # edges and a NaN
+    values = rng.uniform(-4.0, 4.0, (5, 300))  # (chains, draws)
+    values[0, 0], values[0, 1], values[0, 2] = np.pi, -np.pi, np.nan  # edges and a NaN
     out = streaming.accumulate(
         streaming.histogram(bins=36, range=(-np.pi, np.pi)), jnp.asarray(values)
     )
     for c in range(5):
-        expected, edges = np.histogram(values[:, c], bins=36, range=(-np.pi, np.pi))
+        expected, edges = np.histogram(values[c], bins=36, range=(-np.pi, np.pi))
         np.testing.assert_array_equal(out.counts[c], expected)
         assert int(out.outside[c]) == 300 - expected.sum()
     np.testing.assert_allclose(out.edges, edges, atol=1e-15)
@@ -68,7 +68,7 @@ def test_diagnostics_autocorrelation_ess_and_rhat():
     x = np.zeros((n, chains))
     for t in range(1, n):
         x[t] = rho * x[t - 1] + np.sqrt(1 - rho**2) * rng.standard_normal(chains)
-    out = streaming.accumulate(streaming.diagnostics(), jnp.asarray(x + 100.0))
+    out = streaming.accumulate(streaming.diagnostics(), jnp.asarray(x.T + 100.0))
     np.testing.assert_allclose(out.mean, x.mean(0) + 100.0, rtol=1e-12)
     np.testing.assert_allclose(out.variance, x.var(0), rtol=1e-8)
     # Noise of the chain-averaged lag-1 estimate: sqrt((1 - rho^2) / n) / sqrt(chains) =
@@ -81,26 +81,27 @@ def test_diagnostics_autocorrelation_ess_and_rhat():
     assert float(jnp.mean(out.ess)) == pytest.approx(n * (1 - rho) / (1 + rho), rel=0.05)
     assert float(out.rhat) == pytest.approx(1.001, abs=0.0015)
     shifted = x + np.arange(chains)  # chains that disagree: R-hat far above 1
-    assert float(streaming.accumulate(streaming.diagnostics(), jnp.asarray(shifted)).rhat) > 2
+    assert float(streaming.accumulate(streaming.diagnostics(), jnp.asarray(shifted.T)).rhat) > 2
 
 
 def test_keep_last_and_reservoir_are_bounded_samples():
-    draws = jnp.arange(50.0)[:, None] * jnp.ones((1, 3))
+    draws = jnp.ones((3, 1)) * jnp.arange(50.0)[None, :]  # (chains, draws): draw i is i
     last = streaming.accumulate(streaming.keep_last(4), draws)
-    np.testing.assert_array_equal(last.draws[:, 0], [46, 47, 48, 49])
+    assert last.draws.shape == (3, 4)  # chains first, like Run.samples
+    np.testing.assert_array_equal(last.draws[0], [46, 47, 48, 49])
     np.testing.assert_array_equal(last.index, [46, 47, 48, 49])
-    short = streaming.accumulate(streaming.keep_last(4), draws[:2])
-    np.testing.assert_array_equal(short.draws[:2, 0], [0, 1])
+    short = streaming.accumulate(streaming.keep_last(4), draws[:, :2])
+    np.testing.assert_array_equal(short.draws[0, :2], [0, 1])
     np.testing.assert_array_equal(short.index, [0, 1, -1, -1])
     res = streaming.accumulate(streaming.reservoir(5, seed=1), draws)
     index = np.asarray(res.index)
     assert int(res.num_seen) == 50 and len(set(index)) == 5 and np.all(np.diff(index) > 0)
-    np.testing.assert_array_equal(res.draws[:, 2], index)  # each row is the draw it names
+    np.testing.assert_array_equal(res.draws[2], index)  # each kept draw is the one it names
     # uniform over all draws: over 200 seeds (PRNG keys, vmapped) every draw is kept
     # about 200 * 5 / 50 = 20 times
     keys = jax.random.split(jax.random.key(0), 200)
     index = jax.vmap(
-        lambda k: streaming.accumulate(streaming.reservoir(5, seed=k), draws[:, :1]).index
+        lambda k: streaming.accumulate(streaming.reservoir(5, seed=k), draws[:1]).index
     )(keys)
     kept = np.bincount(np.asarray(index).ravel(), minlength=50)
     assert kept.sum() == 1000 and kept.min() >= 5 and kept.max() <= 40
@@ -132,7 +133,7 @@ def test_run_statistics_equal_the_same_statistics_of_the_kept_samples(key):
     lean = bip.samplers.run(
         key, algo, x0, 300, thin=3, burn_in=10, statistics=stats, keep_samples=False
     )
-    assert lean.samples is None and full.samples.shape == (100, 32, 2)
+    assert lean.samples is None and full.samples.shape == (32, 100, 2)
     offline = streaming.accumulate(stats, full.samples)
     for name in stats:
         for a, b, c in zip(
@@ -144,8 +145,8 @@ def test_run_statistics_equal_the_same_statistics_of_the_kept_samples(key):
             np.testing.assert_array_equal(a, b)
             np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-14)
     samples = np.asarray(full.samples)
-    np.testing.assert_allclose(full.statistics["moments"].mean, samples.mean(0), rtol=1e-12)
-    np.testing.assert_array_equal(full.statistics["last"].draws, samples[-3:])
+    np.testing.assert_allclose(full.statistics["moments"].mean, samples.mean(1), rtol=1e-12)
+    np.testing.assert_array_equal(full.statistics["last"].draws, samples[:, -3:])
     assert int(full.statistics["angles"].counts.sum()) == 100 * 32
     with pytest.raises(ValueError, match="keep_samples"):
         _ = lean.healthy_samples
