@@ -57,7 +57,7 @@ def bench_train(name: str, steps: int, seconds: float) -> tuple[float, int]:
     graphdef, params = nnx.split(model)
     tx, run_chunk = train_mod._chunk_fn(
         graphdef,
-        networks.hashable_items(recipe.training),
+        recipe.training,
         tuple(model.event_shape),
         isinstance(model, networks.UNet),
     )
@@ -69,7 +69,7 @@ def bench_train(name: str, steps: int, seconds: float) -> tuple[float, int]:
         out = run_chunk(carry, indices, law, key)
         jax.block_until_ready(out)
 
-    return steps / _timeit(run, seconds), recipe.training["batch"]
+    return steps / _timeit(run, seconds), recipe.training.batch
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,8 +26,9 @@ import jax
 import numpy as np
 
 from bip import images, networks, outputs, plots, priorfile, priors, profile
-from bip.recipes import IMAGE_MANIFOLDS, Recipe, build_law, load_recipe, training_images
+from bip.recipes import Recipe, build_law, load_recipe, training_images
 from bip.scoreprior import ScorePrior
+from bip.specs import IMAGE_SOURCES, TrainingSpec
 
 EVAL_SIGMAS = tuple(float(s) for s in np.geomspace(0.01, 1.0, 9))
 QUALITY_SIGMA = 0.1
@@ -75,14 +76,14 @@ def evaluate(prior: ScorePrior, law, recipe: Recipe) -> dict[str, Any]:
         >>> quality["rel_error_at_0.1"]          # 0.032 in the shipped card (4096 points)
     """
     seed = recipe.seed
-    if recipe.data["manifold"] in IMAGE_MANIFOLDS:
+    if recipe.data.source in IMAGE_SOURCES:
         return _evaluate_images(prior, law, recipe)
     reference = priors.exact(law)
     prof = profile.score_error_profile(
         jax.random.key(seed + 1), prior, reference, law, np.asarray(EVAL_SIGMAS), 4096
     )
     quality = _profile_summary(prof, "bip.priors.exact(law)")
-    if recipe.data["law"] == "vonmises":  # paper Fig. 2: TS-1 versus standard Langevin
+    if recipe.data.law == "vonmises":  # paper Fig. 2: TS-1 versus standard Langevin
         quality["langevin"] = profile.toy_langevin_check(
             jax.random.key(seed + 2), prior, law, **TOY_LANGEVIN
         )
@@ -125,8 +126,8 @@ def _evaluate_images(prior: ScorePrior, law, recipe: Recipe) -> dict[str, Any]:
         jax.random.fold_in(key, 2),
         prior,
         num,
-        sigma_max=t["sigma_max"],
-        sigma_min=t["sigma_min"],
+        sigma_max=t.sigma_max,
+        sigma_min=t.sigma_min,
         num_levels=IMAGE_EVAL["num_levels"],
     )
     nn = profile.nearest_distances(samples, training_images(recipe, law))
@@ -134,7 +135,7 @@ def _evaluate_images(prior: ScorePrior, law, recipe: Recipe) -> dict[str, Any]:
         held_out = law.sample(jax.random.fold_in(key, 3), (IMAGE_EVAL["nn_baseline"],))
         baseline = profile.nearest_distances(held_out, training_images(recipe, law))
         baseline_what = "fresh draws of the law to the training draws"
-        num_train = t["steps"] * t["batch"]
+        num_train = t.steps * t.batch
     else:
         baseline = profile.nearest_distances(law.data, law.data, exclude_self=True)
         baseline_what = "each training image to the others (leave-one-out)"
@@ -143,7 +144,7 @@ def _evaluate_images(prior: ScorePrior, law, recipe: Recipe) -> dict[str, Any]:
     entry = {
         "num_samples": num,
         "sampler": f"bip.samplers.reverse_diffusion, {IMAGE_EVAL['num_levels']} geometric "
-        f"levels {t['sigma_max']} -> {t['sigma_min']}, then x + sigma_min^2 s(x, sigma_min)",
+        f"levels {t.sigma_max} -> {t.sigma_min}, then x + sigma_min^2 s(x, sigma_min)",
         "num_training_images": int(num_train),
         "nn_distance": _quantiles(nn),
         "nn_baseline": _quantiles(baseline),
@@ -167,7 +168,7 @@ def _evaluate_images(prior: ScorePrior, law, recipe: Recipe) -> dict[str, Any]:
 
 def model_card_markdown(card: Mapping[str, Any], recipe: Recipe) -> str:
     """A ``README.md`` model card from ``model.json`` content."""
-    data = ", ".join(f"{k}={v}" for k, v in recipe.data.items())
+    data = ", ".join(f"{k}={v}" for k, v in recipe.data.to_dict().items())
     net = card["net"]
     t = recipe.training
     kind = net.get("kind", "mlp")
@@ -213,9 +214,9 @@ def model_card_markdown(card: Mapping[str, Any], recipe: Recipe) -> str:
         f"- parametrisation: EDM preconditioning with sigma_data = {net['sigma_data']}; "
         "`sigma^2 s(x, sigma) = -sigma^2/(sigma^2 + sd^2) x + c_out F(c_in x, log sigma)`, "
         "`c_in = 1/sqrt(sigma^2 + sd^2)`, `c_out = sigma sd/sqrt(sigma^2 + sd^2)`",
-        f"- training: denoising score matching, {card['steps']} steps, batch {t['batch']}, "
-        f"AdamW lr {t['lr']} (warmup {t['warmup']}, cosine to {t['final_lr_fraction']} x), "
-        f"weight decay {t['weight_decay']}, clip {t['clip']}, EMA {t['ema']}, "
+        f"- training: denoising score matching, {card['steps']} steps, batch {t.batch}, "
+        f"AdamW lr {t.lr} (warmup {t.warmup}, cosine to {t.final_lr_fraction} x), "
+        f"weight decay {t.weight_decay}, clip {t.clip}, EMA {t.ema}, "
         f"sigma {_sigma_law_text(t)}, seed {recipe.seed}",
         f"- final training loss (mean of the last 100 steps, EDM-weighted): "
         f"{card['final_loss']:.4f}",
@@ -279,13 +280,13 @@ def model_card_markdown(card: Mapping[str, Any], recipe: Recipe) -> str:
     return "\n".join(lines)
 
 
-def _sigma_law_text(t: Mapping[str, Any]) -> str:
-    if t.get("sigma_sampling", "loguniform") == "lognormal":
+def _sigma_law_text(t: TrainingSpec) -> str:
+    if t.sigma_sampling == "lognormal":
         return (
-            f"log-normal (log sigma ~ N({t['sigma_log_mean']:.3g}, {t['sigma_log_std']:.3g}^2)) "
-            f"truncated to [{t['sigma_min']}, {t['sigma_max']}]"
+            f"log-normal (log sigma ~ N({t.sigma_log_mean:.3g}, {t.sigma_log_std:.3g}^2)) "
+            f"truncated to [{t.sigma_min}, {t.sigma_max}]"
         )
-    return f"log-uniform on [{t['sigma_min']}, {t['sigma_max']}]"
+    return f"log-uniform on [{t.sigma_min}, {t.sigma_max}]"
 
 
 def _langevin_markdown(lv: Mapping[str, Any]) -> list[str]:
@@ -427,7 +428,7 @@ def evaluate_folder(
     card["eval_seconds"] = round(time.perf_counter() - start, 1)
     if machine is not None:
         card["machine"] = machine
-    if figure and recipe.data["manifold"] in IMAGE_MANIFOLDS:
+    if figure and recipe.data.source in IMAGE_SOURCES:
         _samples_figure(folder, prior, law, recipe)
         card["samples_figure"] = "samples.png"
     write(folder, card, recipe)
@@ -458,8 +459,8 @@ def _samples_figure(folder: Path, prior: ScorePrior, law, recipe: Recipe, num: i
         jax.random.fold_in(jax.random.key(recipe.seed + 1), 2),
         prior,
         IMAGE_EVAL["num_samples"],
-        sigma_max=t["sigma_max"],
-        sigma_min=t["sigma_min"],
+        sigma_max=t.sigma_max,
+        sigma_min=t.sigma_min,
         num_levels=IMAGE_EVAL["num_levels"],
     )
     samples = np.asarray(samples[:num])

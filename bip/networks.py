@@ -578,7 +578,7 @@ def load_prior(path_or_name: str | os.PathLike, verify: bool = True) -> ScorePri
         card["weights_sha256"] if verify else None,
     )
     name = card.get("name") or recipe.name or folder.name
-    trained = (recipe.training["sigma_min"], recipe.training["sigma_max"])
+    trained = (recipe.training.sigma_min, recipe.training.sigma_max)
     return network_prior(
         model, tuple(law.event_shape), manifold=law.manifold, name=name, sigma_range=trained
     )

@@ -44,6 +44,7 @@ from flax import nnx
 from bip import cards, networks, outputs, priorfile
 from bip.recipes import Recipe, build_law, load_recipe, net_config, recipe_to_toml, training_batch
 from bip.scoreprior import ScorePrior
+from bip.specs import TrainingSpec
 
 Array = jax.Array
 
@@ -94,22 +95,22 @@ def _dsm_loss(graphdef, params, x0, sigma, z):
     return jnp.mean((f - target) ** 2)
 
 
-def _make_optimizer(training: Mapping[str, Any]) -> optax.GradientTransformation:
+def _make_optimizer(training: TrainingSpec) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
-        peak_value=training["lr"],
-        warmup_steps=training["warmup"],
-        decay_steps=training["steps"],
-        end_value=training["lr"] * training["final_lr_fraction"],
+        peak_value=training.lr,
+        warmup_steps=training.warmup,
+        decay_steps=training.steps,
+        end_value=training.lr * training.final_lr_fraction,
     )
     return optax.chain(
-        optax.clip_by_global_norm(training["clip"]),
-        optax.adamw(schedule, weight_decay=training["weight_decay"]),
+        optax.clip_by_global_norm(training.clip),
+        optax.adamw(schedule, weight_decay=training.weight_decay),
     )
 
 
 @functools.lru_cache(maxsize=16)
-def _chunk_fn(graphdef, training_items: tuple, event_shape: tuple, per_step: bool = False):
+def _chunk_fn(graphdef, training: TrainingSpec, event_shape: tuple, per_step: bool = False):
     """``(optimizer, run_chunk)`` for a network architecture and a ``[training]`` table.
 
     ``run_chunk(carry, steps, law, train_key) -> (carry, losses)`` is jitted and scans the
@@ -119,15 +120,13 @@ def _chunk_fn(graphdef, training_items: tuple, event_shape: tuple, per_step: boo
     the chunk as a Python loop of jitted steps instead of one ``lax.scan`` (convolutional
     nets; the same numbers, the randomness of a step depending on its index only).
     """
-    training = dict(training_items)
     tx = _make_optimizer(training)
-    batch = training["batch"]
-    log_lo = math.log(training["sigma_min"])
-    log_hi = math.log(training["sigma_max"])
-    ema_rate = training["ema"]
-    lognormal = training.get("sigma_sampling", "loguniform") == "lognormal"
-    log_mean = training.get("sigma_log_mean") or 0.0
-    log_std = training.get("sigma_log_std") or 1.0
+    batch = training.batch
+    log_lo = math.log(training.sigma_min)
+    log_hi = math.log(training.sigma_max)
+    ema_rate = training.ema
+    lognormal = training.sigma_sampling == "lognormal"
+    log_mean, log_std = training.sigma_log_mean, training.sigma_log_std
     f32 = jnp.float32
 
     def step(carry, t, law, train_key):
@@ -184,7 +183,7 @@ def _mark(out_dir: Path, recipe: Recipe, step: int, complete: bool) -> None:
         status="complete" if complete else "incomplete",
         recipe=recipe.name,
         steps_done=int(step),
-        steps=int(recipe.training["steps"]),
+        steps=recipe.training.steps,
     )
     outputs.write_manifest(out_dir, content)
 
@@ -291,7 +290,7 @@ def train(
     out_dir = outputs.check(out_dir, resume=True, legacy=_is_training_folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     training = recipe.training
-    total = training["steps"]
+    total = training.steps
     law = build_law(recipe)
     event_shape = tuple(law.event_shape)
 
@@ -300,7 +299,7 @@ def train(
     graphdef, params = nnx.split(model)
     tx, run_chunk = _chunk_fn(
         graphdef,
-        networks.hashable_items(training),
+        training,
         tuple(model.event_shape),
         isinstance(model, networks.UNet),
     )
@@ -311,7 +310,7 @@ def train(
         carry, step, losses = _load_checkpoint(checkpoint, recipe, carry)
 
     target = total if stop_after is None else min(total, int(stop_after))
-    chunk, every = training["chunk"], training["checkpoint_every"]
+    chunk, every = training.chunk, training.checkpoint_every
     loss_chunks = [losses]
     from tqdm.auto import tqdm
 

@@ -95,7 +95,9 @@ def test_exact_chart_ct_is_calibrated_and_a_run_resumes_after_ctrl_c(tmp_path, m
 def test_calibration_refuses_what_it_cannot_run_before_any_compute(tmp_path, capsys):
     spec = tmp_path / "digits.toml"
     spec.write_text(
-        TINY_CT.replace('source = "phantom"', 'source = "digits"').replace('free = ["cx", "I"]', "")
+        TINY_CT.replace('source = "phantom"', 'source = "digits"')
+        .replace('free = ["cx", "I"]', "")
+        .replace("[prior]", '[prior]\nsource = "digits16-unet"')  # exact: a spec error
     )
     assert cli.main(["calibrate", str(spec), "--trials", "10", "--out", str(tmp_path / "x")]) == 2
     assert "calibration draws its truths from the data law" in capsys.readouterr().err

@@ -18,6 +18,8 @@ SPEC = """
 name = "circle-check"
 [data]
 source = "circle"
+kappa = 4.0
+loc = 3.141592653589793
 angle = 2.0
 [operator]
 kind = "coordinate_projection"

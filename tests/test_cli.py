@@ -74,7 +74,7 @@ def test_spec_type_errors_read_plainly(tmp_path, capsys):
     spec = _spec(tmp_path, chains='"4"')
     assert cli.main(["solve", str(spec), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"bip solve: error: {spec}: 'sampler.chains' must be an integer, got \"4\""
+    assert err == f'bip solve: error: {spec}: [sampler] chains: must be an integer, got "4"'
 
 
 # --------------------------------------------------------------------------- output folders
@@ -344,7 +344,7 @@ def test_ctrl_c_in_training_saves_the_checkpoint(tmp_path, monkeypatch, capsys):
 TINY_RECIPE = {
     "name": "tiny-cli",
     "seed": 3,
-    "data": {"manifold": "circle", "law": "vonmises", "kappa": 1.0},
+    "data": {"source": "circle", "law": "vonmises", "kappa": 1.0},
     "net": {"width": 8, "depth": 1, "num_frequencies": 2, "sigma_data": 0.7},
     "training": {"steps": 20, "batch": 16, "warmup": 2, "chunk": 10, "checkpoint_every": 10},
 }

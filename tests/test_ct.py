@@ -109,11 +109,17 @@ def test_fan_beam_spec_builds_the_dense_fan_operator_and_its_baselines(tmp_path)
 @pytest.mark.parametrize(
     "geometry, match",
     [
-        ("detector_distance = 16.0\nnum_detectors = 24", "needs 'operator.source_distance'"),
-        ("source_distance = 32.0\ndetector_distance = 16.0", "needs 'operator.num_detectors'"),
-        (GEOMETRY + "\ndetector_spacing = 0.0", "'operator.detector_spacing' must be > 0"),
-        (GEOMETRY.replace("16.0", "-1.0"), "'operator.detector_distance' must be >= 0"),
-        (GEOMETRY.replace("32.0", "8.0"), "'operator.source_distance' must exceed.*13.7"),
+        (
+            "detector_distance = 16.0\nnum_detectors = 24",
+            r"\[operator\] source_distance: is required for kind = 'fan_beam'",
+        ),
+        (
+            "source_distance = 32.0\ndetector_distance = 16.0",
+            r"\[operator\] num_detectors: is required",
+        ),
+        (GEOMETRY + "\ndetector_spacing = 0.0", r"\[operator\] detector_spacing: must be > 0"),
+        (GEOMETRY.replace("16.0", "-1.0"), r"\[operator\] detector_distance: must be >= 0"),
+        (GEOMETRY.replace("32.0", "8.0"), r"\[operator\] source_distance: must exceed.*13.7"),
     ],
 )
 def test_bad_fan_geometry_is_a_spec_error_naming_file_and_key(tmp_path, geometry, match):

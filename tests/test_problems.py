@@ -12,6 +12,8 @@ CIRCLE_SPEC = """
 name = "t"
 [data]
 source = "circle"
+kappa = 4.0
+loc = 3.141592653589793
 [operator]
 kind = "coordinate_projection"
 coordinates = [0]
@@ -78,19 +80,25 @@ def test_mixing_note_warns_on_unmixed_chains():
 @pytest.mark.parametrize(
     "edit, match",
     [
-        (lambda t: t.replace("[noise]", "[noise]\nlevel = 2"), r"unknown key 'level' in \[noise\]"),
-        (lambda t: t + "\n[extra]\nx = 1\n", "unknown key 'extra'"),
+        (lambda t: t.replace("[noise]", "[noise]\nlevel = 2"), r"\[noise\] level: unknown key"),
+        (lambda t: t + "\n[extra]\nx = 1\n", "extra: unknown key"),
         (
             lambda t: t.replace('source = "circle"', 'source = "mars"'),
-            "'data.source' must be one of",
+            r"\[data\] source: must be one of",
         ),
-        (lambda t: t.replace("std = 0.3", "std = -0.3"), "'noise.std' must be > 0"),
-        (lambda t: t.replace("alpha = 1.0", "alpha = 2.0"), r"'prior.alpha' must lie in \[0, 2\)"),
-        (lambda t: t.replace("sigma = 0.1", 'sigma = "small"'), "'sampler.sigma' must be"),
-        (lambda t: t.replace('name = "t"', ""), "missing required key 'name'"),
+        (lambda t: t.replace("std = 0.3", "std = -0.3"), r"\[noise\] std: must be > 0, got -0.3"),
+        (
+            lambda t: t.replace("alpha = 1.0", "alpha = 2.0"),
+            r"\[prior\] alpha: must lie in \[0, 2\)",
+        ),
+        (
+            lambda t: t.replace("sigma = 0.1", 'sigma = "small"'),
+            r"\[sampler\] sigma: must be a number, got \"small\"",
+        ),
+        (lambda t: t.replace('name = "t"', ""), "bad.toml: name: is required"),
         (
             lambda t: t.replace('kind = "coordinate_projection"', 'kind = "fourier"'),
-            "'operator.kind' must be one of",
+            r"\[operator\] kind: must be one of",
         ),
     ],
 )
@@ -226,7 +234,7 @@ def _image_spec(tmp_path, **edits):
         (
             {'source = "digits16-unet"': 'source = "no-such-prior"'},
             problems.SpecError,
-            r"unknown prior 'no-such-prior' in 'prior.source'.*digits16-unet",
+            r"\[prior\] source: unknown prior 'no-such-prior'.*digits16-unet",
         ),
         (
             {"size = 16": "size = 32"},
@@ -237,17 +245,17 @@ def _image_spec(tmp_path, **edits):
         (
             {'kind = "gaussian_blur"': 'kind = "fourier"'},
             problems.SpecError,
-            "'operator.kind' must be one of",
+            r"\[operator\] kind: must be one of",
         ),
         (
             {"width = 1.5": "width = 1.5\nradius = 2"},
             problems.SpecError,
-            r"unknown key 'radius' in \[operator\]",
+            r"\[operator\] radius: unknown key",
         ),
         (
-            {'source = "digits"\n': 'source = "file"\n'},
+            {'source = "digits"\nsize = 16\nindex = 0\n': 'source = "file"\n'},
             problems.SpecError,
-            "needs 'data.path' or 'data.measurement'",
+            r"\[data\] path: source 'file' needs 'path' \(the truth\) or 'measurement'",
         ),
     ],
 )
@@ -281,7 +289,11 @@ def test_measurement_files_are_checked(tmp_path):
     np.save(tmp_path / "y_ok.npy", np.full((16, 16), 0.25))
     spec = _image_spec(
         tmp_path,
-        **{'source = "digits"\n': 'source = "file"\nmeasurement = "y_ok.npy"\n'},
+        **{
+            'source = "digits"\nsize = 16\nindex = 0\n': (
+                'source = "file"\nmeasurement = "y_ok.npy"\n'
+            )
+        },
     )
     problem = problems.build(problems.load(spec))
     assert problem.truth is None and float(problem.y[0, 0]) == 0.25
