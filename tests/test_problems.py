@@ -48,7 +48,7 @@ def test_solve_circle_matches_exact_posterior_and_writes_outputs(tmp_path, kind)
     assert report["diverged_chains"] == 0 and report["rhat_max"] < 1.1
     assert report["mixing"] == "ok"
     data = np.load(out / "samples.npz")
-    assert data["samples"].shape == (8, 2000, 2)
+    assert data["samples"].shape == (2000, 8, 2)  # (chains, draws, 2)
     meta = json.loads(str(data["metadata"]))
     assert meta["spec"]["prior"]["kind"] == kind and "jax" in meta["versions"]
     assert (out / "figure.png").stat().st_size > 5000
@@ -59,15 +59,15 @@ def test_solve_circle_matches_exact_posterior_and_writes_outputs(tmp_path, kind)
 
 
 def test_mixing_note_warns_on_unmixed_chains():
-    # 200 draws x 4 chains of 5 coordinates; coordinate 2: every chain sits at its own level
-    draws = np.random.default_rng(0).normal(size=(200, 4, 5))
-    draws[..., 2] += 10.0 * np.arange(4)
+    # 4 chains x 200 draws of 5 coordinates; coordinate 2: every chain sits at its own level
+    draws = np.random.default_rng(0).normal(size=(200, 4, 5)).swapaxes(0, 1)
+    draws[..., 2] += 10.0 * np.arange(4)[:, None]
     rhat = metrics.split_rhat(draws)
     assert rhat[2] > 2.5 and np.all(np.delete(rhat, 2) < 1.05)  # rank-normalised: bounded
     note = metrics.mixing_note(float(rhat.max()), float(np.median(rhat)), 200)
     assert note.startswith(f"mostly mixed: median R-hat {np.median(rhat):.2f}")
     assert f"up to {rhat.max():.2f}" in note and "noisy itself" not in note
-    draws[..., :4] += 10.0 * np.arange(4)[:, None]  # now 4 of the 5 coordinates disagree
+    draws[..., :4] += 10.0 * np.arange(4)[:, None, None]  # now 4 of the 5 disagree
     rhat = metrics.split_rhat(draws)
     assert metrics.mixing_note(float(rhat.max()), float(np.median(rhat)), 200).startswith(
         "NOT MIXED"
