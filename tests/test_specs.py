@@ -1,5 +1,6 @@
 """One schema for problem specs and recipes (bip.schema, bip.specs) and one data-law builder."""
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def test_shipped_files_round_trip(path):
     assert parse(cls, plain, "dict") == spec
     assert parse(cls, tomllib.loads(spec.to_toml()), "text") == spec
     assert tomllib.loads(spec.to_toml()) == plain  # plain TOML types only
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.data.source = "x"  # frozen: a changed spec is a new, checked one
     if cls is ProblemSpec:  # bip solve records load()'s dict in its outputs
         assert problems.as_spec(problems.load(path)) == spec == problems.load_spec(path)
 
