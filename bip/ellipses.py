@@ -55,6 +55,7 @@ from bip._laplace import BoxChart
 Array = jax.Array
 
 __all__ = [
+    "LocalEllipseChart",
     "MultiEllipseManifold",
     "RandomEllipseLaw",
     "grid_manifold",
@@ -224,6 +225,100 @@ class RandomEllipseLaw:
         """Phantoms ``(*shape, size, size)``: ``render(table(rng_key, shape), size)``, the
         same draws as ``table`` with the same key."""
         return render(self.table(rng_key, shape, dtype), self.size)
+
+    def local_manifold(self, rng_key: Array, num: int) -> tuple[Array, LocalEllipseChart]:
+        """``num`` phantoms ``(num, size, size)`` (``sample(rng_key, (num,))``) and the
+        ``LocalEllipseChart`` of their tables: the images of the same number of ellipses near
+        each draw, for checks that need a manifold (distance, intrinsic dimension) where the
+        law as a whole has none (``bip.profile.manifold_distance_check``,
+        ``bip.profile.denoising_error_profile``)."""
+        tables = self.table(rng_key, (num,))
+        return render(tables, self.size), LocalEllipseChart(tables, self.size)
+
+
+@struct.dataclass
+class LocalEllipseChart:
+    """The images of ``k`` ellipses near given tables: a local chart of the random-ellipse
+    law's support (``RandomEllipseLaw.local_manifold``).
+
+    Image ``i`` lies near the ``render`` image of ``tables[i]``, whose active rows (intensity
+    > 0) are free: ``intrinsic_dims[i] = 6 x`` their number. ``distance`` fits those rows to
+    each image by damped Gauss-Newton started at ``tables[i]`` (``iterations`` steps), so it is
+    the distance to the nearest ellipse image *with the same rows near the start*: an upper
+    bound on the distance to the law's whole support, tight for images that stay near their
+    start (a Langevin chain, a denoised draw). With the exact render it recovers the noise's
+    normal part: on ``render(t') + 0.01 z`` (``t'`` a perturbed table, 128 px) the distance
+    is within 0.5% of ``sqrt(d - n) 0.01``, and 0.001-0.003 without noise (from 1-2).
+
+    Attributes:
+        tables: ``(N, k, 6)`` ellipse rows (``bip.tomography``'s), one table per image.
+        size: image side in pixels.
+        iterations: Gauss-Newton steps of ``distance``.
+
+    Example:
+        >>> law = RandomEllipseLaw(64, count=(2, 3))
+        >>> x, chart = law.local_manifold(jax.random.key(0), 4)       # (4, 64, 64)
+        >>> chart.distance(x + 0.01 * jax.random.normal(jax.random.key(1), x.shape))
+        Array([0.63..., ...], dtype=float64)                          # ~ sqrt(64^2 - n) 0.01
+    """
+
+    tables: Array
+    size: int = struct.field(pytree_node=False, default=128)
+    iterations: int = struct.field(pytree_node=False, default=8)
+
+    @property
+    def ambient_dim(self) -> int:
+        return self.size * self.size
+
+    @property
+    def intrinsic_dims(self) -> Array:
+        """``(N,)`` integers: 6 parameters per active row of each table."""
+        return 6 * jnp.sum(self.tables[..., 0] > 0, axis=-1)
+
+    @property
+    def intrinsic_dim(self) -> int:
+        """The mean of ``intrinsic_dims``, rounded."""
+        return int(round(float(jnp.mean(self.intrinsic_dims))))
+
+    def distance(self, images: Array) -> Array:
+        """Distances ``(N,)`` of ``images`` ``(N, size, size)`` to the ellipse images near
+        ``tables`` (Gauss-Newton fit from them; see the class docstring)."""
+        images = jnp.asarray(images)
+        _checks.event_shape("images", images, (self.size, self.size))
+        if images.shape[:-2] != self.tables.shape[:-2]:
+            raise ValueError(
+                f"images {images.shape[:-2]} and tables {self.tables.shape[:-2]} must have the "
+                "same batch shape"
+            )
+        tables = self.tables.astype(images.dtype)
+        return _fit_distance(images, tables, self.size, self.iterations)
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _fit_distance(images: Array, tables: Array, size: int, iterations: int) -> Array:
+    def single(row):  # one ellipse's image, flat: the Jacobian is taken row by row
+        return _render(row[None, None, :], size).ravel()
+
+    def one(args):
+        x, t = args
+        mask = jnp.repeat((t[:, 0] > 0).astype(t.dtype), 6)
+        eye = jnp.eye(mask.size, dtype=t.dtype)
+
+        def residual(rows):
+            return jnp.sum(jax.vmap(single)(rows), axis=0) - x.ravel()
+
+        def step(rows, _):
+            jac = jax.vmap(jax.jacfwd(single))(rows)  # (k, pixels, 6)
+            jac = jnp.moveaxis(jac, 0, 1).reshape(x.size, -1) * mask[None, :]
+            normal = jac.T @ jac
+            damping = 1e-6 * jnp.trace(normal) / mask.size * eye + jnp.diag(1.0 - mask)
+            delta = jnp.linalg.solve(normal + damping, jac.T @ residual(rows))
+            return rows - delta.reshape(rows.shape), None
+
+        rows, _ = jax.lax.scan(step, t, None, length=iterations)
+        return jnp.sqrt(jnp.sum(residual(rows) ** 2))
+
+    return jax.lax.map(one, (images, tables))
 
 
 def _pair(name: str, value) -> tuple[float, float]:
