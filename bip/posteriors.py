@@ -146,7 +146,7 @@ def step_size(sigma, alpha=0.0, likelihood=None, c: float = 0.1):
 
 
 def _refuse_step(run_kwargs: dict) -> None:
-    """A clear error for the argument ``step``, renamed ``step_size`` (bip 0.2)."""
+    """A clear error for the argument ``step``, renamed ``step_size`` (issue 14)."""
     if "step" in run_kwargs:
         raise TypeError("the absolute step is called step_size (step was renamed; see CHANGELOG)")
 
@@ -203,12 +203,11 @@ def sample(
     num_chains = _checks.integer("num_chains", num_chains)
     if step_size is None:
         step_size = samplers.default_step_size(sigma, alpha, c=c, lipschitz=_lipschitz(likelihood))
-    h = step_size
     fields = dict(sigma=sigma, alpha=alpha, allow_extrapolation=allow_extrapolation)
     if method == "ula":
-        algo = samplers.ula(drift(prior, likelihood, **fields), h)
+        algo = samplers.ula(drift(prior, likelihood, **fields), step_size)
     elif method == "mala":
-        algo = samplers.mala(logdensity(prior, likelihood, **fields), h)
+        algo = samplers.mala(logdensity(prior, likelihood, **fields), step_size)
     else:
         raise ValueError(f"method must be 'ula' or 'mala', got {method!r}")
     if initial_positions is None:
