@@ -141,7 +141,7 @@ class Section:
 
 @functools.cache
 def _fields(cls: type) -> tuple[dataclasses.Field, ...]:
-    return tuple(f for f in dataclasses.fields(cls) if f.init)
+    return tuple(f for f in dataclasses.fields(cls) if f.metadata.get("key", True))
 
 
 @functools.cache
@@ -265,12 +265,10 @@ def _sub(section: str, name: str) -> str:
 
 def where(default: Any) -> Any:
     """A non-key attribute of a section (where it was read from): not a TOML key, not
-    compared, set by ``located``."""
-    return dataclasses.field(default=default, compare=False, repr=False, init=False)
+    compared, set by ``located`` and kept by ``dataclasses.replace``."""
+    return dataclasses.field(default=default, compare=False, repr=False, metadata={"key": False})
 
 
 def located(section: S, **attributes: Any) -> S:
     """``section`` with its non-key attributes (``where``) set; the keys stay as validated."""
-    for name, value in attributes.items():
-        object.__setattr__(section, name, value)
-    return section
+    return dataclasses.replace(section, **attributes)
