@@ -14,6 +14,7 @@ import bip.cli
 import bip.ellipses as ellipses
 import bip.networks as networks
 import bip.priorfile as priorfile
+import bip.profile as profile
 import bip.recipes as recipes
 from bip.recipes import RecipeError, load_recipe
 from bip.train import train
@@ -467,6 +468,7 @@ def test_ellipse_card_baseline_is_fresh_draws(monkeypatch):
     monkeypatch.setattr(
         cards, "IMAGE_EVAL", dict(num_samples=4, num_levels=4, profile_samples=4, nn_baseline=5)
     )
+    monkeypatch.setattr(cards, "LOCAL_CHART_CHAINS", 2)
     law = recipes.build_law(recipe)
     model = networks.build_network(recipes.net_config(recipe, law), 0)  # F = 0: untrained
     prior = networks.network_prior(nnx.split(model), law.event_shape, manifold=law.manifold)
@@ -480,4 +482,15 @@ def test_ellipse_card_baseline_is_fresh_draws(monkeypatch):
     d = np.sqrt(((fresh[:, None] - seen[None]) ** 2).sum((-2, -1))).min(axis=1)
     assert samples["nn_baseline"]["median"] == pytest.approx(np.median(d), rel=1e-6)
     assert samples["nn_baseline"]["min"] == pytest.approx(d.min(), rel=1e-6)
-    assert "profile" not in quality  # no exact score for a random number of ellipses
+    # no exact score for a random number of ellipses: the profile comes from the denoising
+    # loss over its n / sigma^2 floor, the distance check from each start's local chart
+    prof = quality["profile"]
+    assert prof["reference"] == cards.TWEEDIE_REFERENCE and len(prof["floor_fraction"]) == 5
+    untrained = profile.denoising_error_profile(
+        jax.random.key(recipe.seed + 1), prior, law, np.asarray(cards.PHANTOM_EVAL_SIGMAS), 4
+    )
+    np.testing.assert_allclose(prof["rel_error"], untrained["rel_error"], rtol=1e-12)
+    distance = quality["manifold_distance"]
+    assert distance["chains"] == 2 and "LocalEllipseChart" in distance["manifold"]
+    text = cards._profile_method_text(prof, 4) + "\n".join(cards._distance_markdown(distance))
+    assert "denoising_error_profile" in text and "LocalEllipseChart" in text
