@@ -15,7 +15,8 @@ through it. What it does for all of them:
   whose state has another non-finite float, e.g. MALA's log density) is frozen at its last
   good state and reported by index (``Run.divergence``), never returned as NaN;
 - burn-in, thinning, ``observe``, streaming statistics (``bip.streaming``) and kept draws
-  copied to host memory after each chunk;
+  copied to host memory after each chunk, returned chains first, ``(chains, draws,
+  *event)``, like NumPyro and ArviZ;
 - ``mesh=``: the chains sharded over devices (``bip.sharding``);
 - the host loop over jitted chunks of about a second (``bip.hostloop``): Ctrl-C raises
   ``Interrupted`` with the partial ``Run``.

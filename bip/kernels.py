@@ -13,6 +13,10 @@ many chains.
   ``c / L`` (SCIENCE.md section 3: the drift ``sigma^alpha s`` has stiffness
   ``~ sigma^(alpha - 2)``). Every sampler of bip takes its step from ``step_rule``.
 
+Names across bip: ``step_size`` (BlackJAX's name) is always an absolute step ``h``; ``c`` is
+always the step rule's factor (the ``c`` of ``posteriors.sample``, the sweeps and the specs'
+``sampler.c``).
+
 Example:
     >>> prior = bip.priors.exact(bip.manifolds.Uniform(bip.manifolds.Circle()))
     >>> algo = bip.kernels.ula(lambda x: prior.score(x, 0.1), 1e-3)
