@@ -146,23 +146,23 @@ DATA_LAWS = ("phantom", "ellipse-grid", "shepp-logan-family", "circle", "ellipse
 number of ellipses) also have a manifold with a chart."""
 
 
-def _check_spec(spec: dict) -> None:
+def _check_spec(spec: problems.ProblemSpec) -> None:
     """What calibration needs of a validated spec, checked before anything is built."""
-    origin = problems._origin(spec)
-    if spec["data"]["source"] not in DATA_LAWS:
+    origin = spec.origin
+    if spec.data.source not in DATA_LAWS:
         raise ValueError(
             f"{origin}: calibration draws its truths from the data law, and data.source = "
-            f"{spec['data']['source']!r} has none: use one of {', '.join(DATA_LAWS)}"
+            f"{spec.data.source!r} has none: use one of {', '.join(DATA_LAWS)}"
         )
-    if spec["data"]["source"] == "ellipses" and spec["prior"]["kind"] == "maxent":
+    if spec.data.source == "ellipses" and spec.prior.kind == "maxent":
         raise ValueError(
             f"{origin}: a maximum-entropy calibration draws truths uniform on the data's "
             "manifold, and data.source = 'ellipses' has none"
         )
-    if spec["sampler"]["method"] != "ula":
+    if spec.sampler.method != "ula":
         raise ValueError(
             f"{origin}: calibration runs ULA on all trials at once; sampler.method = "
-            f"{spec['sampler']['method']!r} is not supported (use 'ula')"
+            f"{spec.sampler.method!r} is not supported (use 'ula')"
         )
 
 
@@ -179,7 +179,7 @@ def draw_truths(rng_key: Array, problem: problems.Problem, first: int, count: in
     keys = _trial_keys(rng_key, first, count)
     if problem.alpha > 0:
         return _uniform_points(keys, problem.manifold)
-    sigma = problem.spec["sampler"]["sigma"]
+    sigma = problem.spec.sampler.sigma
 
     def one(key):
         k_law, k_noise = jax.random.split(key)
@@ -192,24 +192,24 @@ def draw_truths(rng_key: Array, problem: problems.Problem, first: int, count: in
 def simulate_measurements(keys: Array, problem: problems.Problem, truths: Array) -> Array:
     """``y_k = A(x_k) + noise_k`` ``(K, *obs)`` with the spec's noise model, one key per
     trial ``keys (K,)``."""
-    noise = problem.spec["noise"]
+    noise = problem.spec.noise
     clean = jax.vmap(problem.operator)(jnp.asarray(truths))
 
     def eps(key):
-        if noise["kind"] == "student_t":
-            return jax.random.t(key, noise["df"], clean.shape[1:], clean.dtype)
+        if noise.kind == "student_t":
+            return jax.random.t(key, noise.df, clean.shape[1:], clean.dtype)
         return jax.random.normal(key, clean.shape[1:], clean.dtype)
 
-    return clean + noise["std"] * jax.vmap(eps)(keys)
+    return clean + noise.std * jax.vmap(eps)(keys)
 
 
 def _initial_positions(rng_key: Array, problem: problems.Problem, shape: tuple) -> Array:
     """Starts ``(*shape, *event)``: ``[sampler] init = "prior"`` draws from the data law,
     otherwise (``"noise"``, ``"baseline"``) noise at the first annealing level (or 1)."""
-    s = problem.spec["sampler"]
-    if s["init"] == "prior":
+    s = problem.spec.sampler
+    if s.init == "prior":
         return jnp.asarray(problem.law.sample(rng_key, shape), problem.y.dtype)
-    scale = max(s["anneal_from"], s["sigma"]) if s["anneal_from"] > 0 else 1.0
+    scale = max(s.anneal_from, s.sigma) if s.anneal_from > 0 else 1.0
     return scale * jax.random.normal(rng_key, shape + problem.event_shape, problem.y.dtype)
 
 
@@ -228,34 +228,32 @@ def solve_trials(rng_key: Array, problem: problems.Problem, ys: Array) -> tuple[
         >>> draws, diverged = bip.calibrate.solve_trials(key, problem, ys)
     """
     _check_spec(problem.spec)
-    s = problem.spec["sampler"]
+    s = problem.spec.sampler
     ys = jnp.asarray(ys)
     num = ys.shape[0]
     dtype = problem.y.dtype
-    drift = posteriors.drift(
-        problem.prior, problem.likelihood, sigma=s["sigma"], alpha=problem.alpha
-    )
+    drift = posteriors.drift(problem.prior, problem.likelihood, sigma=s.sigma, alpha=problem.alpha)
     target = _TrialsDrift(drift, ys)
     k_init, k_anneal, k_run = jax.random.split(rng_key, 3)
-    x = _initial_positions(k_init, problem, (s["chains"], num))
+    x = _initial_positions(k_init, problem, (s.chains, num))
     quiet = dict(progress=False, on_divergence="ignore")
-    if s["anneal_from"] > s["sigma"]:
-        levels = samplers.geometric_sigmas(s["anneal_from"], s["sigma"], s["anneal_levels"])
+    if s.anneal_from > s.sigma:
+        levels = samplers.geometric_sigmas(s.anneal_from, s.sigma, s.anneal_levels)
         for i, level in enumerate(np.asarray(levels)):
-            h = posteriors.step_size(level, problem.alpha, problem.likelihood, s["c"])
+            h = posteriors.step_size(level, problem.alpha, problem.likelihood, s.c)
             at_level = target.replace(drift=drift.replace(sigma=jnp.asarray(level, dtype)))
             run = samplers.run(
                 jax.random.fold_in(k_anneal, i),
                 samplers.ula(at_level, h),
                 x,
-                s["steps_per_level"],
+                s.steps_per_level,
                 keep_samples=False,
                 **quiet,
             )
             x = run.final_state.position
-    h = posteriors.step_size(s["sigma"], problem.alpha, problem.likelihood, s["c"])
+    h = posteriors.step_size(s.sigma, problem.alpha, problem.likelihood, s.c)
     run = samplers.run(
-        k_run, samplers.ula(target, h), x, s["steps"], thin=s["thin"], burn_in=s["burn_in"], **quiet
+        k_run, samplers.ula(target, h), x, s.steps, thin=s.thin, burn_in=s.burn_in, **quiet
     )
     draws = jnp.asarray(run.samples)  # (chains, kept, K, *event)
     if problem.alpha > 0:
@@ -339,16 +337,16 @@ def summarize(
     """
     trials = int(stats["tarp_image"].shape[0])
     bins = default_bins(trials) if bins is None else _checks.integer("bins", bins, 2)
-    s = problem.spec["sampler"]
+    s = problem.spec.sampler
     levels = list(LEVELS)
     pixel_ranks = pit_uniformity(stats["pit_pixels"][:, np.asarray(pixels, int)], bins)
     pixel_curve = covered_from_pit(stats["pit_pixels"]).mean(axis=(1, 2))
     out: dict[str, Any] = {
-        "name": problem.spec["name"],
+        "name": problem.spec.name,
         "prior": problem.prior.name,
         "kind": "maxent" if problem.alpha > 0 else "generic",
         "alpha": problem.alpha,
-        "sigma": s["sigma"],
+        "sigma": s.sigma,
         "truths": (
             "uniform on the manifold (volume measure)"
             if problem.alpha > 0
@@ -409,11 +407,10 @@ _STATS_FILE = "trials.npz"
 _CONFIG_FILE = "config.json"
 
 
-def _config(spec: dict, seed: int, batch: int, pixels: int) -> dict:
+def _config(spec: problems.ProblemSpec, seed: int, batch: int, pixels: int) -> dict:
     """What a resumed run must share with the folder's trials."""
-    clean = {k: v for k, v in spec.items() if not k.startswith("_")}
     return {
-        "spec": json.loads(json.dumps(clean)),
+        "spec": json.loads(json.dumps(spec.to_dict())),
         "seed": seed,
         "batch": batch,
         "pixels": pixels,
@@ -464,16 +461,8 @@ def _save(path: Path, config, stats, summary, complete: bool) -> None:
     outputs.write_folder(path, fill, content, overwrite=True)
 
 
-def _validated(spec: str | os.PathLike | dict | problems.Problem) -> dict:
-    if isinstance(spec, problems.Problem):
-        return spec.spec
-    if isinstance(spec, dict):
-        return problems.validate(spec)
-    return problems.load(spec)
-
-
 def calibrate(
-    spec: str | os.PathLike | dict | problems.Problem,
+    spec: str | os.PathLike | dict | problems.ProblemSpec | problems.Problem,
     trials: int,
     out: str | os.PathLike | None = None,
     *,
@@ -496,7 +485,8 @@ def calibrate(
     Trial ``k``'s truth, reference point and noise depend only on ``seed`` and ``k``.
 
     Args:
-        spec: a problem spec (path, shipped name, raw dict) or a built ``bip.problems.Problem``
+        spec: a problem spec (path, shipped name, dict, ``ProblemSpec``) or a built
+            ``bip.problems.Problem``
             (its ``spec`` gives the sampler settings; its own truth and ``y`` are unused).
         trials: ``K``. out: output folder, or None to keep nothing on disk.
         batch: trials per sampler run. pixels: how many fixed pixels get SBC ranks (a seeded
@@ -522,7 +512,7 @@ def calibrate(
     seed = _checks.integer("seed", seed, minimum=0)
     path = None if out is None else outputs.check(out, overwrite=overwrite, resume=True)
     start = time.perf_counter()
-    validated = _validated(spec)
+    validated = spec.spec if isinstance(spec, problems.Problem) else problems.as_spec(spec)
     _check_spec(validated)
     config = _config(validated, seed, batch, pixels)
     stats = _resume(path, config, overwrite) if path is not None else {}

@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import sys
@@ -67,21 +66,21 @@ EXACT_SOURCES = ("circle", "phantom")
 circle, ``PhantomLaw``)."""
 
 
-def _checked_problem(spec: dict) -> problems.Problem:
+def _checked_problem(spec: problems.ProblemSpec) -> problems.Problem:
     """Refuse what the references cannot do (before building: the data source and the
     noise; after: the operator's linearity); return the built problem."""
-    origin = spec.get("_path") or spec["name"]
-    source = spec["data"]["source"]
+    origin = spec.path or spec.name
+    source = spec.data.source
     if source not in EXACT_SOURCES:
         raise ValueError(
             f"{origin}: bip check needs a problem whose data law has an exact chart ('data."
             f"source' {', '.join(map(repr, EXACT_SOURCES))}); {source!r} has none, so there is "
             "no exact reference posterior to compare with"
         )
-    if spec["noise"]["kind"] != "gaussian" and spec["prior"]["kind"] == "generic":
+    if spec.noise.kind != "gaussian" and spec.prior.kind == "generic":
         raise ValueError(
             f"{origin}: bip check needs Gaussian noise for the exact finite-sigma reference "
-            f"('noise.kind' is {spec['noise']['kind']!r})"
+            f"('noise.kind' is {spec.noise.kind!r})"
         )
     problem = problems.build(spec)
     if not problem.operator.linear:
@@ -163,12 +162,12 @@ def _marginals(key, u_bip: np.ndarray, u_ref: np.ndarray) -> dict:
 
 
 def _generic(key, problem, draws, settings, progress) -> tuple[dict, dict]:
-    s = problem.spec["sampler"]
+    s = problem.spec.sampler
     _say(progress, f"exact reference: NUTS, {settings['num_chains']} x {settings['num_samples']}")
     t0 = time.perf_counter()
     k_ref, k_cmp, k_marg = jax.random.split(key, 3)
     ref = references.generic_finite_sigma(
-        k_ref, problem.law, problem.likelihood, s["sigma"], **settings
+        k_ref, problem.law, problem.likelihood, s.sigma, **settings
     )
     seconds = time.perf_counter() - t0
     _say(progress, f"reference done in {seconds:.0f} s; comparing")
@@ -234,9 +233,8 @@ def _nuts_summary(ref: references.Reference, settings: dict, seconds: float) -> 
 
 def _at_sigma(problem, sigma: float):
     """The problem with the sampler's final sigma replaced (annealing only from above)."""
-    spec = copy.deepcopy(problem.spec)
-    spec["sampler"]["sigma"] = sigma
-    return dataclasses.replace(problem, spec=spec)
+    sampler = dataclasses.replace(problem.spec.sampler, sigma=sigma)
+    return dataclasses.replace(problem, spec=dataclasses.replace(problem.spec, sampler=sampler))
 
 
 def _maxent(key, problem, sigmas, settings, progress) -> tuple[dict, dict]:
@@ -352,7 +350,8 @@ def check(
     """Check bip's posterior for a spec against the exact reference (module docstring).
 
     Args:
-        spec_or_path: a spec path, shipped name or validated dict (``bip.problems.load``).
+        spec_or_path: a spec path, shipped name, dict or ``ProblemSpec``
+            (``bip.problems.as_spec``).
         out_dir: where to write ``check.json`` and ``check.png`` (checked before any compute;
             ``overwrite`` replaces a folder bip wrote); None writes nothing.
         progress: progress lines (stderr) and the sampler's progress bar.
@@ -377,21 +376,21 @@ def check(
         >>> r = bip.check.check("ct-phantom-16", "runs/check-ct16", sigmas=[0.2, 0.1, 0.05])
         >>> r["monotone"], [row["energy_distance"] for row in r["ladder"]]
     """
-    spec = problems.load(spec_or_path) if not isinstance(spec_or_path, dict) else spec_or_path
+    spec = problems.as_spec(spec_or_path)
     out = None if out_dir is None else outputs.check(out_dir, overwrite=overwrite)
     solve.check_size(spec)
-    s = spec["sampler"]
-    settings = _reference_settings(s["chains"] * (s["steps"] // s["thin"]), reference_draws)
-    ladder = [s["sigma"] * f for f in LADDER] if sigmas is None else [float(v) for v in sigmas]
+    s = spec.sampler
+    settings = _reference_settings(s.chains * (s.steps // s.thin), reference_draws)
+    ladder = [s.sigma * f for f in LADDER] if sigmas is None else [float(v) for v in sigmas]
     if not ladder or not all(v > 0 for v in ladder):
         raise ValueError(f"the sigma ladder must be positive numbers, got {ladder!r}")
     start = time.perf_counter()
     problem = _checked_problem(spec)
     kind = "maxent" if problem.alpha > 0 else "generic"
     key = jax.random.key(seed)
-    result = {"name": spec["name"], "kind": kind, "alpha": problem.alpha, "sigma": s["sigma"]}
+    result = {"name": spec.name, "kind": kind, "alpha": problem.alpha, "sigma": s.sigma}
     if kind == "generic":
-        _say(progress, f"sampling bip's posterior at sigma = {s['sigma']:g}")
+        _say(progress, f"sampling bip's posterior at sigma = {s.sigma:g}")
         t0 = time.perf_counter()
         draws = _draws(problem, progress)
         result.update(
@@ -409,13 +408,13 @@ def check(
             outputs.atomic_write_json(tmp / "check.json", result)
             _figure(problem, result, arrays, tmp / "check.png")
 
-        content = outputs.manifest("check", spec=spec.get("_path") or spec["name"])
+        content = outputs.manifest("check", spec=spec.path or spec.name)
         outputs.write_folder(out, fill, content, overwrite=overwrite)
     return result
 
 
-def _check_ladder_sigma(problem, sigma: float, spec: dict) -> None:
+def _check_ladder_sigma(problem, sigma: float, spec: problems.ProblemSpec) -> None:
     try:
         priors.check_sigma(problem.prior, sigma, name="sigma ladder")
     except ValueError as err:
-        raise ValueError(f"{spec.get('_path') or spec['name']}: {err}") from None
+        raise ValueError(f"{spec.path or spec.name}: {err}") from None

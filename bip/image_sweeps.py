@@ -338,46 +338,47 @@ def image_problem_sweep(
     """
     from bip import problems
 
-    spec = problems.load(spec_or_path) if not isinstance(spec_or_path, dict) else spec_or_path
-    origin = spec.get("_path") or "<spec>"
-    if "robustness" not in spec:
-        raise problems.SpecError(f"{origin}: no [robustness] table: nothing to sweep")
+    spec = problems.as_spec(spec_or_path)
+    if spec.robustness is None:
+        raise problems.SpecError(spec.origin, "", "", "no [robustness] table: nothing to sweep")
     problem = problems.build(spec)
     if problem.manifold is None or not hasattr(problem.manifold, "coordinate"):
         raise problems.SpecError(
-            f"{origin}: bip robustness on images needs data on a manifold with a known chart "
-            "(data.source = 'phantom')"
+            spec.origin,
+            "data",
+            "source",
+            "bip robustness on images needs data on a manifold with a known chart ('phantom')",
         )
-    rob = spec["robustness"]
+    rob = spec.robustness
     error = errors.smooth_random_field(
-        jax.random.key(rob["error_seed"]),
+        jax.random.key(rob.error_seed),
         problem.event_shape,
-        lengthscale=float(rob["lengthscale"]),
-        smoothness=float(rob["smoothness"]),
-        conservative=rob["error"] == "smooth",
+        lengthscale=float(rob.lengthscale),
+        smoothness=float(rob.smoothness),
+        conservative=rob.error == "smooth",
     )
-    x0 = jnp.broadcast_to(problem.truth, (rob["chains"],) + problem.event_shape)
+    x0 = jnp.broadcast_to(problem.truth, (rob.chains,) + problem.event_shape)
     sweep = image_sweep(
         problem.prior,
         problem.likelihood,
         problem.manifold,
         error,
         x0,
-        sigmas=rob["sigmas"],
-        alphas=rob["alphas"],
-        sizes=np.geomspace(rob["size_min"], rob["size_max"], rob["num_sizes"]),
+        sigmas=rob.sigmas,
+        alphas=rob.alphas,
+        sizes=np.geomspace(rob.size_min, rob.size_max, rob.num_sizes),
         truth=problem.truth,
-        beta=float(rob["beta"]),
-        burn_in_time=float(rob["burn_in_time"]),
-        run_time=float(rob["run_time"]),
-        c=float(rob["c"]),
-        num_snapshots=rob["snapshots"],
-        threshold=float(rob["threshold"]),
-        metric=rob["metric"],
-        seed=spec["sampler"]["seed"],
+        beta=float(rob.beta),
+        burn_in_time=float(rob.burn_in_time),
+        run_time=float(rob.run_time),
+        c=float(rob.c),
+        num_snapshots=rob.snapshots,
+        threshold=float(rob.threshold),
+        metric=rob.metric,
+        seed=spec.sampler.seed,
         progress=progress,
         mesh=mesh,
         on_cell=on_cell,
     )
-    sweep.config["spec"] = {k: v for k, v in spec.items() if not k.startswith("_")}
+    sweep.config["spec"] = spec.to_dict()
     return sweep

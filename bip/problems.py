@@ -80,10 +80,13 @@ __all__ = [
 ]
 
 
-def as_spec(spec: ProblemSpec | Mapping[str, Any], origin: str = "<spec>") -> ProblemSpec:
-    """A validated ``ProblemSpec`` from itself, a parsed TOML table or a dict from ``load``
-    (whose ``_origin`` and ``_path`` keys say where it came from; edited dicts are checked
-    again).
+def as_spec(
+    spec: ProblemSpec | Mapping[str, Any] | str | os.PathLike, origin: str = "<spec>"
+) -> ProblemSpec:
+    """A validated ``ProblemSpec`` from itself, a spec file or shipped name (``load_spec``),
+    a parsed TOML table or a dict from ``load`` (whose ``_origin`` and ``_path`` keys say
+    where it came from; edited dicts are checked again): what ``bip solve``, ``bip check``,
+    ``bip calibrate`` and ``bip robustness`` accept.
 
     Example:
         >>> spec = as_spec(bip.problems.load("circle-toy"))
@@ -92,6 +95,8 @@ def as_spec(spec: ProblemSpec | Mapping[str, Any], origin: str = "<spec>") -> Pr
     """
     if isinstance(spec, ProblemSpec):
         return spec
+    if not isinstance(spec, Mapping):
+        return load_spec(spec)
     path = spec.get("_path")
     origin = path or spec.get("_origin") or origin
     raw = {k: v for k, v in spec.items() if not k.startswith("_")}
@@ -182,7 +187,7 @@ def load(path: str | os.PathLike) -> dict:
 class Problem:
     """A built problem: ground truth, operator, observation and the posterior's pieces.
 
-    ``spec`` is the validated spec as a plain dict (``load``); ``truth`` is None when a
+    ``spec`` is the validated ``ProblemSpec``; ``truth`` is None when a
     measured ``y`` comes without a ground truth; ``manifold`` and ``law`` are the data's
     known manifold and law (None for real images: digits, faces, files; the random-ellipse
     law has no manifold, so no exact prior);
@@ -190,7 +195,7 @@ class Problem:
     reconstructions of the test image at the chosen settings.
     """
 
-    spec: dict
+    spec: ProblemSpec
     truth: Array | None
     operator: operators.Operator
     y: Array
@@ -207,21 +212,11 @@ class Problem:
         return tuple(self.operator.input_shape)
 
 
-def _origin(spec: ProblemSpec | Mapping[str, Any]) -> str:
-    if isinstance(spec, ProblemSpec):
-        return spec.origin
-    return spec.get("_path") or spec.get("_origin") or "<spec>"
-
-
-def _spec_file(spec: ProblemSpec | Mapping[str, Any], key: str) -> Path:
+def _spec_file(spec: ProblemSpec, key: str) -> Path:
     """The file named by ``data.<key>``, relative to the spec's folder."""
-    if isinstance(spec, ProblemSpec):
-        name, spec_path = getattr(spec.data, key), spec.path
-    else:
-        name, spec_path = spec["data"][key], spec.get("_path")
-    path = Path(name)
-    if not path.is_absolute() and spec_path:
-        path = Path(spec_path).parent / path
+    path = Path(getattr(spec.data, key))
+    if not path.is_absolute() and spec.path:
+        path = Path(spec.path).parent / path
     return path
 
 
@@ -334,10 +329,10 @@ def _prior(spec: ProblemSpec | Mapping[str, Any], law) -> priors.ScorePrior:
     return networks.load_prior(spec.prior.source)
 
 
-def build(spec: ProblemSpec | Mapping[str, Any]) -> Problem:
+def build(spec: ProblemSpec | Mapping[str, Any] | str | os.PathLike) -> Problem:
     """Ground truth, operator, observation (measured, or simulated with the spec's noise and
-    seed), likelihood, prior and classical baselines of a spec (a ``ProblemSpec`` or a dict
-    from ``load``, checked again); shape mismatches are ``SpecError``s."""
+    seed), likelihood, prior and classical baselines of a spec (anything ``as_spec`` takes);
+    shape mismatches are ``SpecError``s."""
     typed = as_spec(spec)
     origin, sampler = typed.origin, typed.sampler
     key = jax.random.key(sampler.seed)
@@ -386,10 +381,9 @@ def build(spec: ProblemSpec | Mapping[str, Any]) -> Problem:
         )
     alpha = typed.prior.alpha if typed.prior.kind == "maxent" else 0.0
     baseline, shown = _baselines(typed, op, y, truth, law)
-    plain = spec if isinstance(spec, dict) else _as_dict(typed)
     known = _known(law)
     manifold = getattr(known, "manifold", None)
-    return Problem(plain, truth, op, y, lik, prior, alpha, manifold, known, baseline, shown)
+    return Problem(typed, truth, op, y, lik, prior, alpha, manifold, known, baseline, shown)
 
 
 def _simulate(spec: ProblemSpec, op: operators.Operator, truth: Array, key) -> Array:

@@ -44,10 +44,13 @@ class SpecError(ValueError):
     hold them (``section`` is ``""`` for a top-level key).
     """
 
-    def __init__(self, origin: str, section: str, key: str, message: str):
+    def __init__(self, origin: str, section: str = "", key: str = "", message: str | None = None):
         self.origin, self.section, self.key = origin, section, key
         where = f"[{section}] {key}" if section and key else (f"[{section}]" if section else key)
-        super().__init__(f"{origin}: {where}: {message}" if where else f"{origin}: {message}")
+        if message is None:  # SpecError(text): a whole message
+            super().__init__(origin)
+        else:
+            super().__init__(f"{origin}: {where}: {message}" if where else f"{origin}: {message}")
 
 
 # range checks: name -> (test, what the value must be: "> 0", "in [0, 2)")

@@ -52,31 +52,31 @@ def _versions() -> dict:
 
 
 def _sample(problem: problems.Problem, progress: bool) -> samplers.Run:
-    s = problem.spec["sampler"]
+    s = problem.spec.sampler
     common = dict(
         alpha=problem.alpha,
-        num_chains=s["chains"],
-        num_steps=s["steps"],
-        thin=s["thin"],
-        burn_in=s["burn_in"],
-        c=s["c"],
+        num_chains=s.chains,
+        num_steps=s.steps,
+        thin=s.thin,
+        burn_in=s.burn_in,
+        c=s.c,
         progress=progress,
     )
-    key = jax.random.key(s["seed"] + 1)
+    key = jax.random.key(s.seed + 1)
     k_init, key = jax.random.split(key)
     common["initial_positions"] = initial_positions(k_init, problem)
-    if s["anneal_from"] > s["sigma"]:
-        sigmas = samplers.geometric_sigmas(s["anneal_from"], s["sigma"], s["anneal_levels"])
+    if s.anneal_from > s.sigma:
+        sigmas = samplers.geometric_sigmas(s.anneal_from, s.sigma, s.anneal_levels)
         return posteriors.sample_annealed(
             key,
             problem.prior,
             problem.likelihood,
             sigmas=sigmas,
-            steps_per_level=s["steps_per_level"],
+            steps_per_level=s.steps_per_level,
             **common,
         )
     return posteriors.sample(
-        key, problem.prior, problem.likelihood, sigma=s["sigma"], method=s["method"], **common
+        key, problem.prior, problem.likelihood, sigma=s.sigma, method=s.method, **common
     )
 
 
@@ -85,13 +85,13 @@ def initial_positions(rng_key, problem: problems.Problem) -> jax.Array:
     known data law (exact priors; else falls back to noise), ``"noise"`` is ``N(0, s^2 I)``
     with ``s`` the first annealing level (or 1), ``"baseline"`` the Tikhonov estimate at its
     best weight plus that noise."""
-    s = problem.spec["sampler"]
-    shape = (s["chains"],) + problem.event_shape
-    scale = max(s["anneal_from"], s["sigma"]) if s["anneal_from"] > 0 else 1.0
+    s = problem.spec.sampler
+    shape = (s.chains,) + problem.event_shape
+    scale = max(s.anneal_from, s.sigma) if s.anneal_from > 0 else 1.0
     noise = scale * jax.random.normal(rng_key, shape, problem.y.dtype)
-    if s["init"] == "prior" and problem.law is not None and hasattr(problem.law, "sample"):
-        return jnp.asarray(problem.law.sample(rng_key, (s["chains"],)), problem.y.dtype)
-    if s["init"] == "baseline" and problem.operator.linear:
+    if s.init == "prior" and problem.law is not None and hasattr(problem.law, "sample"):
+        return jnp.asarray(problem.law.sample(rng_key, (s.chains,)), problem.y.dtype)
+    if s.init == "baseline" and problem.operator.linear:
         weight = problem.baseline.get("tikhonov", {}).get("weight", 1e-2)
         return problems.tikhonov(problem.operator, problem.y, weight) + noise
     return noise
@@ -142,11 +142,11 @@ def prior_fit(problem, estimate: np.ndarray, name: str) -> dict:
         >>> fit = bip.solve.prior_fit(problem, draws.mean(axis=(0, 1)), "posterior mean")
         >>> fit["ok"], fit["value"]
     """
-    noise = problem.spec["noise"]
-    df = float(noise["df"]) if noise["kind"] == "student_t" else None
+    noise = problem.spec.noise
+    df = float(noise.df) if noise.kind == "student_t" else None
     residual = np.asarray(problem.y) - np.asarray(problem.operator(jnp.asarray(estimate)))
-    value = metrics.misfit(residual, float(noise["std"]), df)
-    lo, hi = metrics.misfit_range(residual.size, float(noise["std"]), df)
+    value = metrics.misfit(residual, float(noise.std), df)
+    lo, hi = metrics.misfit_range(residual.size, float(noise.std), df)
     threshold = PRIOR_FIT_TOLERANCE * hi
     unit = "chi-square per measurement" if df is None else "Student-t misfit per measurement"
     ok = bool(value <= threshold)
@@ -180,8 +180,8 @@ def _image_report(problem, samples: np.ndarray, arrays: dict) -> dict:
     so their std and coverage are the meaningful uncertainty. ``prior_fit`` reads the raw
     mean for a generic prior (its draws are the posterior's) and the denoised mean for a
     maximum-entropy one (there the raw draws' normal spread is not the posterior's)."""
-    s = problem.spec["sampler"]
-    level = posteriors.spread(s["sigma"], problem.alpha)
+    s = problem.spec.sampler
+    level = posteriors.spread(s.sigma, problem.alpha)
     denoised = np.asarray(posteriors.denoise(problem.prior, jnp.asarray(samples), level))
     arrays["mean_denoised"] = denoised.mean(axis=(0, 1))
     arrays["std_denoised"] = denoised.std(axis=(0, 1))
@@ -341,10 +341,10 @@ def report_markdown(report: dict) -> str:
 
 
 def _circle_report(problem, samples: np.ndarray) -> dict:
-    s = problem.spec["sampler"]
+    s = problem.spec.sampler
     angles = np.arctan2(samples[..., 1], samples[..., 0])
     law = targets.stationary_angular_law(
-        problem.prior, s["sigma"], problem.alpha, problem.likelihood.potential
+        problem.prior, s.sigma, problem.alpha, problem.likelihood.potential
     )
     return {
         "tv_to_exact_posterior": metrics.tv_to_law(angles, law),
@@ -452,52 +452,52 @@ class SolveInterrupted(KeyboardInterrupt):
         self.steps_done, self.num_steps, self.written = steps_done, num_steps, written
 
 
-def event_shape(spec: dict) -> tuple[int, ...]:
+def event_shape(spec: problems.ProblemSpec) -> tuple[int, ...]:
     """The shape of one draw of a validated spec's posterior, without building the problem
     (for the size check before anything is computed)."""
-    source = spec["prior"]["source"]
+    source = spec.prior.source
     if source != "exact":
         from bip import priorfile
 
         return tuple(priorfile.read_card(priorfile.resolve_prior_dir(source))["event_shape"])
-    data = spec["data"]
-    if data["source"] == "circle":
+    data = spec.data
+    if data.source == "circle":
         return (2,)
-    if data["source"] == "file" and data["path"]:
+    if data.source == "file" and data.path:
         path = problems._spec_file(spec, "path")
         if path.is_file():
             return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
-    if data["source"] == "faces":
+    if data.source == "faces":
         from bip import images
 
         return tuple(images.faces().shape[1:])
-    return (data["size"], data["size"])
+    return (data.size, data.size)
 
 
-def check_size(spec: dict) -> None:
+def check_size(spec: problems.ProblemSpec) -> None:
     """Refuse a spec whose kept draws (chains x steps // thin x event) do not fit in memory
     (``bip.samplers.check_memory``: ``MemoryBudgetError`` with the estimate and the fixes)."""
-    s = spec["sampler"]
+    s = spec.sampler
     try:
         samplers.check_memory(
-            s["chains"], s["steps"] // s["thin"], event_shape(spec), jnp.result_type(float)
+            s.chains, s.steps // s.thin, event_shape(spec), jnp.result_type(float)
         )
     except samplers.MemoryBudgetError as err:
-        origin = spec.get("_path") or spec["name"]
+        origin = spec.path or spec.name
         raise samplers.MemoryBudgetError(
-            f"{origin}: {err}; in the spec: a larger sampler.thin (now {s['thin']}), fewer "
-            f"sampler.chains (now {s['chains']}) or sampler.steps (now {s['steps']})"
+            f"{origin}: {err}; in the spec: a larger sampler.thin (now {s.thin}), fewer "
+            f"sampler.chains (now {s.chains}) or sampler.steps (now {s.steps})"
         ) from None
 
 
-def _write(out: Path, spec: dict, problem, samples, arrays, report, overwrite, status) -> Path:
+def _write(out: Path, spec, problem, samples, arrays, report, overwrite, status) -> Path:
     """Write ``samples.npz``, ``report.json`` (and for a complete run ``figure.png``) into
     ``out`` atomically, marked with ``status`` (``bip.outputs``)."""
 
     def fill(tmp: Path) -> None:
         metadata = {
-            "spec": {k: v for k, v in spec.items() if not k.startswith("_")},
-            "spec_path": spec.get("_path"),
+            "spec": spec.to_dict(),
+            "spec_path": spec.path,
             "versions": _versions(),
         }
         np.savez_compressed(
@@ -513,7 +513,7 @@ def _write(out: Path, spec: dict, problem, samples, arrays, report, overwrite, s
         if status == "complete":
             _figure(problem, samples, arrays, tmp / "figure.png")
 
-    content = outputs.manifest("solve", status=status, spec=spec.get("_path") or spec["name"])
+    content = outputs.manifest("solve", status=status, spec=spec.path or spec.name)
     return outputs.write_folder(out, fill, content, overwrite=overwrite, legacy=LEGACY)
 
 
@@ -521,7 +521,7 @@ def _interrupted(stop, spec, problem, out, overwrite, start) -> SolveInterrupted
     """Keep what an interrupted run sampled: its draws and a short report, marked incomplete;
     nothing when no draw was kept yet (or there is no ``out``)."""
     outputs.SAVING.set()
-    total = spec["sampler"]["steps"]  # after burn-in, as Run.steps_done counts
+    total = spec.sampler.steps  # after burn-in, as Run.steps_done counts
     run = stop.partial
     if run is None:
         return SolveInterrupted(0, total, None)
@@ -529,7 +529,7 @@ def _interrupted(stop, spec, problem, out, overwrite, start) -> SolveInterrupted
     if out is None or samples.shape[1] == 0:
         return SolveInterrupted(run.steps_done, total, None)
     report = {
-        "name": spec["name"],
+        "name": spec.name,
         "complete": False,
         "steps_done": int(run.steps_done),
         "steps": total,
@@ -543,7 +543,8 @@ def _interrupted(stop, spec, problem, out, overwrite, start) -> SolveInterrupted
 
 
 def solve(spec_or_path, out_dir=None, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Solve a problem spec (a path or a validated dict); return the report dict.
+    """Solve a problem spec (a path, a shipped name, a dict or a ``ProblemSpec``: anything
+    ``bip.problems.as_spec`` takes); return the report dict.
 
     With ``out_dir`` the results are written there atomically and marked as bip's
     (``bip.outputs``). Before anything is computed, the output location is checked
@@ -554,7 +555,7 @@ def solve(spec_or_path, out_dir=None, *, overwrite: bool = False, progress: bool
     Ctrl-C while sampling raises ``SolveInterrupted`` after writing the draws sampled so far
     to ``out_dir``, marked incomplete (``report.json`` has ``"complete": false``).
     """
-    spec = problems.load(spec_or_path) if not isinstance(spec_or_path, dict) else spec_or_path
+    spec = problems.as_spec(spec_or_path)
     out = None if out_dir is None else outputs.check(out_dir, overwrite=overwrite, legacy=LEGACY)
     check_size(spec)
     start = time.perf_counter()
@@ -567,13 +568,13 @@ def solve(spec_or_path, out_dir=None, *, overwrite: bool = False, progress: bool
     samples = np.asarray(run.healthy_samples if run.divergence.any else run.samples)
     mean, std = samples.mean(axis=(0, 1)), samples.std(axis=(0, 1))
     report = {
-        "name": spec["name"],
+        "name": spec.name,
         "complete": True,
         "seconds": elapsed,
         "precision": outputs.precision(),
         "alpha": problem.alpha,
         "prior": problem.prior.name,
-        "sigma": spec["sampler"]["sigma"],
+        "sigma": spec.sampler.sigma,
     }
     arrays = {"mean": mean, "std": std}
     if len(problem.event_shape) == 1:
