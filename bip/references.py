@@ -126,7 +126,9 @@ def chart_of(law) -> Chart:
     """The ``Chart`` of an exact-chart law: ``VonMises``/``Uniform`` on a ``Circle`` or
     ``Ellipse`` (one periodic angle), ``VonMisesFisher``/``Uniform`` on a ``Sphere``
     (hyperspherical angles: ``dim - 2`` in ``(0, pi)``, the last periodic) or a
-    ``bip.images.PhantomLaw`` (the parameter box, uniform).
+    ``bip.images.PhantomLaw`` (the parameter box, uniform) of one ellipse
+    (``PhantomManifold``) or of several (``bip.ellipses.MultiEllipseManifold``: the
+    ``ellipse-grid`` and ``shepp-logan-family`` data sources).
 
     Example:
         >>> chart = bip.references.chart_of(bip.images.PhantomLaw(bip.images.PhantomManifold()))
@@ -302,11 +304,8 @@ def _raw_key(rng_key):
 # --------------------------------------------------------------------------- references
 
 
-def _gaussian_parts(likelihood, chart: Chart, sigma: float):
-    """``(W, w0, L)``: the whitened operator ``W = L^-1 M`` ``(m, d)`` and observation
-    ``w0 = L^-1 y`` ``(m,)``, with ``M`` the operator's matrix and ``L`` the Cholesky factor of
-    ``C = diag(s^2) + sigma^2 M M^T``, so that ``log N(y; M phi, C) = -|w0 - W phi|^2 / 2``
-    up to a constant (one matrix product per evaluation, no triangular solve)."""
+def _linear_gaussian(likelihood):
+    """The likelihood's linear operator, refusing what the finite-sigma reference cannot do."""
     from bip.likelihoods import _gaussian_log_prob
 
     if likelihood is None or likelihood.log_prob_fn is not _gaussian_log_prob:
@@ -316,10 +315,64 @@ def _gaussian_parts(likelihood, chart: Chart, sigma: float):
     op = likelihood.operator
     if not getattr(op, "linear", False):
         raise ValueError(f"the finite-sigma reference needs a linear operator, got {op.name!r}")
+    return op
+
+
+def check_finite_sigma_memory(operator, available: int | None = None) -> int:
+    """Refuse, before any compute, a finite-sigma reference that would not fit in memory.
+
+    ``generic_finite_sigma`` holds the operator's matrix ``(m, d)`` (``m`` measurements,
+    ``d`` pixels) and its whitened copy, the ``(m, m)`` covariance ``C``, its Cholesky factor
+    and the ``min(m, d)``-square basis that forms the matrix (reverse mode when ``m <= d``):
+    ``(2 m d + 2 m^2 + min(m, d)^2) x 8`` bytes in float64 (16x16 CT with 8 views: 0.9 MB;
+    32x32 with 16 views: 15 MB; 128x128 with 30 views: 1.4 GB; 256x256 with 60 views: 22 GB).
+
+    Args:
+        operator: the likelihood's linear operator (``bip.operators``).
+        available: bytes of memory (default ``bip.memory.available_memory()``).
+
+    Returns:
+        The estimate in bytes.
+
+    Raises:
+        bip.memory.MemoryBudgetError: the estimate exceeds ``available``; the message names
+            the matrix sizes and the ways out (a smaller problem, or the maximum-entropy
+            posterior, whose reference needs no matrix).
+
+    Example:
+        >>> bip.references.check_finite_sigma_memory(bip.operators.radon(32, angles)) / 1e6
+    """
+    from bip import memory
+
+    m = int(np.prod(operator.output_shape))
+    d = int(np.prod(operator.input_shape))
+    itemsize = jnp.dtype(jnp.result_type(float)).itemsize
+    estimate = (2 * m * d + 2 * m * m + min(m, d) ** 2) * itemsize
+    available = memory.available_memory() if available is None else int(available)
+    if available is not None and estimate > available:
+        raise memory.MemoryBudgetError(
+            f"the exact finite-sigma reference needs the operator's ({m}, {d}) matrix and the "
+            f"({m}, {m}) noise covariance, about {estimate / 1e9:.1f} GB, but "
+            f"{available / 1e9:.1f} GB of memory is available: check a smaller problem (fewer "
+            "pixels or measurements, e.g. data.size = 32) or the maximum-entropy posterior "
+            "(prior.kind = 'maxent'), whose sigma -> 0 reference needs no matrix"
+        )
+    return estimate
+
+
+def _gaussian_parts(likelihood, chart: Chart, sigma: float):
+    """``(W, w0, L)``: the whitened operator ``W = L^-1 M`` ``(m, d)`` and observation
+    ``w0 = L^-1 y`` ``(m,)``, with ``M`` the operator's matrix and ``L`` the Cholesky factor of
+    ``C = diag(s^2) + sigma^2 M M^T``, so that ``log N(y; M phi, C) = -|w0 - W phi|^2 / 2``
+    up to a constant (one matrix product per evaluation, no triangular solve). ``M`` comes
+    from reverse mode (``m`` pullbacks) when ``m <= d``, else forward mode (``d`` pushes)."""
+    op = _linear_gaussian(likelihood)
+    check_finite_sigma_memory(op)
     y = jnp.ravel(likelihood.y)
     d = int(np.prod(chart.event_shape))
     zero = jnp.zeros(chart.event_shape, y.dtype)
-    matrix = jax.jacfwd(lambda x: jnp.ravel(op(x)))(zero).reshape(y.size, d)
+    jacobian = jax.jacrev if y.size <= d else jax.jacfwd
+    matrix = jacobian(lambda x: jnp.ravel(op(x)))(zero).reshape(y.size, d)
     noise_std = jnp.ravel(likelihood.params)
     chol = jnp.linalg.cholesky(jnp.diag(noise_std**2) + sigma**2 * matrix @ matrix.T)
     solve_lower = jax.scipy.linalg.solve_triangular
@@ -441,6 +494,71 @@ def maxent_limit(
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def chain_energy_distance(x, y) -> tuple[float, float]:
+    """Energy distance between two sets of chains, unbiased however correlated each chain's
+    draws are, and its standard error.
+
+    ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` with every pair of ``X - Y`` and, for ``E|X - X'|``
+    and ``E|Y - Y'|``, only the pairs of draws from different chains: for independent chains
+    at stationarity every term is then unbiased. The V-statistic
+    (``bip.metrics.energy_distance``) counts the zero self-distances and the close pairs of
+    one chain as independent, which raises it by about ``E|X - X'| / ESS`` (on AR(1)
+    chains with lag-1 correlation 0.95, 48 chains x 20 draws: 0.018 where the law is the same,
+    tests/test_references.py). Zero in expectation when the laws agree, so it can be
+    negative. The standard error is the delete-one-chain jackknife over the chains of ``x``
+    and of ``y``, added in quadrature.
+
+    Args:
+        x, y: chains first, ``(chains, draws, n)`` each, at least 3 chains each (any numbers
+            of draws; independent draws can be split into chains, ``(10, m // 10, n)``).
+
+    Returns:
+        ``(distance, standard_error)``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> d, se = bip.references.chain_energy_distance(
+        ...     rng.normal(size=(8, 50, 2)), rng.normal(size=(8, 50, 2)))
+        >>> abs(d) < 3 * se
+        True
+    """
+    from scipy.spatial.distance import cdist
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.ndim != 3 or y.ndim != 3 or x.shape[2] != y.shape[2] or min(x.shape[0], y.shape[0]) < 3:
+        raise ValueError(
+            f"x and y must be (chains >= 3, draws, n) with the same n, got {x.shape} and {y.shape}"
+        )
+    _checks.finite("x", x)
+    _checks.finite("y", y)
+
+    def block_sums(a, b):  # (chains of a, chains of b): sums of the pair distances
+        d = cdist(a.reshape(-1, a.shape[2]), b.reshape(-1, b.shape[2]))
+        return d.reshape(a.shape[0], a.shape[1], b.shape[0], b.shape[1]).sum(axis=(1, 3))
+
+    xy, xx, yy = block_sums(x, y), block_sums(x, x), block_sums(y, y)
+
+    def within(sums, keep, draws):
+        sub = sums[np.ix_(keep, keep)]
+        n = keep.sum()
+        return (sub.sum() - np.trace(sub)) / (n * (n - 1) * draws**2)
+
+    def value(keep_x, keep_y):
+        cross = xy[np.ix_(keep_x, keep_y)].sum() / (keep_x.sum() * keep_y.sum())
+        cross /= x.shape[1] * y.shape[1]
+        return 2 * cross - within(xx, keep_x, x.shape[1]) - within(yy, keep_y, y.shape[1])
+
+    all_x, all_y = np.ones(x.shape[0], bool), np.ones(y.shape[0], bool)
+    variance = 0.0
+    for count, left_out in (
+        (x.shape[0], lambda keep: value(keep, all_y)),
+        (y.shape[0], lambda keep: value(all_x, keep)),
+    ):
+        loo = np.array([left_out(np.arange(count) != i) for i in range(count)])
+        variance += (count - 1) / count * np.sum((loo - loo.mean()) ** 2)
+    return float(value(all_x, all_y)), float(np.sqrt(variance))
 
 
 SPLITS = 4

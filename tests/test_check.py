@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from bip import check, cli, outputs
+from bip import check, cli, memory, outputs
 
 SPEC = """
 name = "circle-check"
@@ -78,3 +78,48 @@ def test_specs_without_an_exact_chart_are_refused_before_compute(tmp_path, capsy
     assert "exact chart" in err and "'digits'" in err and not out.exists()
     with pytest.raises(ValueError, match="twice bip's"):
         check.check(_spec(tmp_path, "generic"), progress=False, reference_draws=10)
+
+
+ELLIPSE_GRID = """
+name = "ellipse-grid-check"
+[data]
+source = "ellipse-grid"
+size = 16
+count = [1]
+[operator]
+kind = "radon"
+views = 8
+[noise]
+std = 0.5
+[prior]
+kind = "generic"
+[sampler]
+sigma = 0.05
+chains = 8
+steps = 100
+thin = 10
+"""
+
+
+def test_multi_ellipse_specs_pass_to_the_reference_and_oversized_ones_are_refused(
+    tmp_path, monkeypatch, capsys
+):
+    """'ellipse-grid' specs are checkable: a 16x16 one-ellipse spec (8 views: m = 128,
+    d = 256, 0.9 MB) with 500 kB of memory and the shipped 128x128 ct-ellipses-128-exact (30
+    views, 1.4 GB) with 100 MB get past the data-source and run-size checks and are refused
+    by the finite-sigma reference's memory check, which names the matrix, before anything
+    is built or sampled."""
+    path = tmp_path / "grid.toml"
+    path.write_text(ELLIPSE_GRID)
+    cases = (
+        (path, 5 * 10**5, r"\(128, 256\) matrix"),
+        ("ct-ellipses-128-exact", 10**8, r"ct-ellipses-128-exact.*\(3840, 16384\) matrix"),
+    )
+    out = tmp_path / "out"
+    for spec, available, message in cases:
+        monkeypatch.setattr(memory, "available_memory", lambda available=available: available)
+        with pytest.raises(memory.MemoryBudgetError, match=message):
+            check.check(spec, out, progress=False)
+        assert not out.exists()
+    assert cli.main(["check", "ct-ellipses-128-exact"]) == 2
+    assert "(3840, 16384) matrix" in capsys.readouterr().err
