@@ -17,10 +17,13 @@ reference posterior (``bip.references``) of the same problem:
 - **maximum-entropy spec** (``alpha > 0``): there is no exact finite-sigma reference, but the
   posterior tends to the maximum-entropy limit (``maxent_limit``, Thm 6.1) as sigma -> 0.
   bip samples at a decreasing ladder of sigmas (default the spec's sigma times 4, 2, 1,
-  1/2) and the chart coordinates of its draws are compared with the limit's: energy distance
-  of the scaled coordinates (box coordinates divided by their box width, angles by 2 pi about
-  the limit's circular mean) with its floor, largest mean shift in limit stds, std ratios;
-  ``monotone`` says whether the distance falls at every step.
+  1/2) and the chart coordinates of its draws are compared with the limit's (scaled: box
+  coordinates divided by their box width, angles by 2 pi about the limit's circular mean):
+  the ``discrepancy``, ``bip.references.chain_energy_distance`` (within-chain pairs left
+  out, so correlated draws do not inflate it; zero in expectation for the same law) and its
+  jackknife standard error; the energy distance (V-statistic) with its floor; the largest
+  mean shift in limit stds; std ratios. ``monotone`` says whether the discrepancy falls at
+  every step. A maximum-entropy check needs at least 3 chains (``sampler.chains``).
 
 The reference gets at least twice as many draws as bip keeps (NUTS, 8 chains, thinned by 2),
 so that the floor uses disjoint reference sets. ``check`` refuses, before any compute, a spec
@@ -269,9 +272,12 @@ def _maxent(key, problem, sigmas, settings, progress) -> tuple[dict, dict]:
         flat = u.reshape(-1, u.shape[-1])
         a, b = _split(k_cmp, flat_lim, flat.shape[0])
         std_lim = flat_lim.std(0)
+        discrepancy, noise = references.chain_energy_distance(u, u_lim)
         rows.append(
             {
                 "sigma": sigma,
+                "discrepancy": discrepancy,
+                "discrepancy_se": noise,
                 "energy_distance": metrics.energy_distance(flat, a),
                 "floor": metrics.energy_distance(a, b),
                 "max_mean_shift_in_std": float(
@@ -283,11 +289,11 @@ def _maxent(key, problem, sigmas, settings, progress) -> tuple[dict, dict]:
         )
         _say(
             progress,
-            f"sigma = {sigma:g}: energy distance {rows[-1]['energy_distance']:.3g} "
-            f"(floor {rows[-1]['floor']:.2g})",
+            f"sigma = {sigma:g}: discrepancy {discrepancy:.3g} +- {noise:.2g} (energy distance "
+            f"{rows[-1]['energy_distance']:.3g}, floor {rows[-1]['floor']:.2g})",
         )
         u_last = u
-    distances = [r["energy_distance"] for r in rows]
+    distances = [r["discrepancy"] for r in rows]
     result = {
         "ladder": rows,
         "monotone": bool(all(x > y for x, y in zip(distances[:-1], distances[1:], strict=True))),
@@ -313,10 +319,13 @@ def _figure(problem, result: dict, arrays: dict, path: Path) -> None:
     if "ladder" in arrays:
         ax = flat_axes.pop(0)
         sig = [r["sigma"] for r in arrays["ladder"]]
-        ax.loglog(sig, [r["energy_distance"] for r in arrays["ladder"]], "o-", label="bip vs limit")
-        ax.loglog(sig, [r["floor"] for r in arrays["ladder"]], "k--", label="floor")
+        d = [r["discrepancy"] for r in arrays["ladder"]]
+        se = [2 * r["discrepancy_se"] for r in arrays["ladder"]]
+        ax.errorbar(sig, d, yerr=se, fmt="o-", capsize=3, label="bip vs limit (2 s.e.)")
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xscale("log")
         ax.set_xlabel("sigma")
-        ax.set_title("chart-coordinate energy distance", fontsize=9)
+        ax.set_title("chart-coordinate discrepancy", fontsize=9)
         ax.legend(fontsize=7)
     elif "z" in arrays and arrays["z"].ndim == 2:
         lim = max(3.0, float(np.abs(arrays["z"]).max()))
@@ -374,9 +383,10 @@ def check(
         sigma, the draw count; generic: ``energy_distance`` (``energy_distance``, ``floor``,
         ``ratio``), ``pixels`` (``fraction_within_3se``, ``max_abs_z``, ``std_ratio_median``),
         ``coordinates`` (``mean_z``, ``std_ratio``, ``ks``, ``ks_floor`` per chart
-        coordinate); maximum-entropy: ``ladder`` (per sigma: ``energy_distance``, ``floor``,
-        ``max_mean_shift_in_std``, ``std_ratio``), ``monotone``; the reference's NUTS
-        diagnostics and seconds.
+        coordinate); maximum-entropy: ``ladder`` (per sigma: ``discrepancy``,
+        ``discrepancy_se``, ``energy_distance``, ``floor``, ``max_mean_shift_in_std``,
+        ``std_ratio``), ``monotone`` (of the discrepancy); the reference's NUTS diagnostics
+        and seconds.
 
     Raises:
         ValueError: the spec's data law has no exact chart, the noise is not Gaussian, the
@@ -396,6 +406,11 @@ def check(
     ladder = [s.sigma * f for f in LADDER] if sigmas is None else [float(v) for v in sigmas]
     if not ladder or not all(v > 0 for v in ladder):
         raise ValueError(f"the sigma ladder must be positive numbers, got {ladder!r}")
+    if spec.prior.kind == "maxent" and s.chains < 3:
+        raise ValueError(
+            f"{spec.path or spec.name}: a maximum-entropy check compares independent chains "
+            f"(chain_energy_distance): sampler.chains must be at least 3, got {s.chains}"
+        )
     start = time.perf_counter()
     problem = _checked_problem(spec)
     kind = "maxent" if problem.alpha > 0 else "generic"
