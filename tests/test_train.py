@@ -494,3 +494,23 @@ def test_ellipse_card_baseline_is_fresh_draws(monkeypatch):
     assert distance["chains"] == 2 and "LocalEllipseChart" in distance["manifold"]
     text = cards._profile_method_text(prof, 4) + "\n".join(cards._distance_markdown(distance))
     assert "denoising_error_profile" in text and "LocalEllipseChart" in text
+
+
+def test_nearest_neighbour_check_caps_the_regenerated_training_draws(monkeypatch):
+    # a fresh-draw law regenerates its training draws for the card's nearest-neighbour check:
+    # at most NN_TRAINING_MAX of them (whole 50-step chunks, the first in training order)
+    recipe = load_recipe(
+        {
+            "data": {"source": "ellipses", "size": 8, "count": [1, 2], "axes": [0.2, 0.4]},
+            "training": {"steps": 120, "batch": 2},
+        }
+    )
+    law = recipes.build_law(recipe)
+    monkeypatch.setattr(cards, "NN_TRAINING_MAX", 150)  # 2 chunks of 100 draws
+    chunks, count = cards._training_draws(recipe, law)
+    drawn = np.concatenate(list(chunks))
+    assert count == 200 and drawn.shape == (200, 8, 8)
+    first = next(iter(recipes.training_images(recipe, law)))
+    np.testing.assert_array_equal(drawn[:100], first)
+    monkeypatch.setattr(cards, "NN_TRAINING_MAX", 10**6)  # no cap: all 240
+    assert cards._training_draws(recipe, law)[1] == 240
