@@ -28,12 +28,17 @@ def test_rate_separation_slopes_exact_prior_match_science_md():
     summary = experiments.circle_sweep(
         SIGMAS, ALPHAS, SIZES, sample=False, progress=False
     ).summary()
+    # No sampling noise (quadrature). The slopes are -0.126 / -0.989 / -1.503: the theory
+    # is asymptotic in sigma, and alpha = 0 keeps a pre-asymptotic -0.12 at sigma 0.3-0.05
+    # (-0.119 on 256 sizes: the 16-size grid adds 0.008); 0.15 holds that bias.
     for alpha, expected in EXPECTED.items():
-        assert summary["slope"][alpha] == pytest.approx(expected, abs=0.25)
+        assert summary["slope"][alpha] == pytest.approx(expected, abs=0.15)
+    # eps* here 0.588 / 3.119 / 10.07; on 256 sizes 0.593 / 3.197 / 10.09 (SCIENCE.md's values
+    # rounded): the 16-size grid's interpolation is off by at most 2.4%.
     exact = summary["eps_star"]
-    assert exact["0.0"]["0.1"] == pytest.approx(0.59, rel=0.1)
-    assert exact["1.0"]["0.1"] == pytest.approx(3.19, rel=0.1)
-    assert exact["1.5"]["0.1"] == pytest.approx(10.1, rel=0.1)
+    assert exact["0.0"]["0.1"] == pytest.approx(0.59, rel=0.03)
+    assert exact["1.0"]["0.1"] == pytest.approx(3.19, rel=0.03)
+    assert exact["1.5"]["0.1"] == pytest.approx(10.1, rel=0.03)
 
 
 @pytest.mark.slow
@@ -47,12 +52,18 @@ def test_rate_separation_slopes_sampled_and_exact_posterior():
         progress=False,
     )
     summary = sweep.summary()
+    # Noise measured over seeds 0-7 (8 sweeps of this call): the sampled slope minus the exact
+    # one is 0.027 +- 0.048 / 0.015 +- 0.046 / 0.006 +- 0.032 (alpha 0 / 1 / 1.5), so 0.15 is
+    # 3 sd. The exact slopes (-0.041 / -1.024 / -1.517, no noise) keep a pre-asymptotic bias of
+    # at most 0.041 from the theory. Sampled eps* exceeds the exact one by a factor 1.21 +- 0.07
+    # (all 12 cells x 8 seeds; each cell's sd 0.03-0.10): the 1000-chain histograms' own TV
+    # floor flattens the rise; 0.28 is 4 sd.
     for alpha, expected in EXPECTED.items():
-        assert summary["slope"][alpha] == pytest.approx(expected, abs=0.25)
-        assert summary["slope_exact"][alpha] == pytest.approx(expected, abs=0.25)
+        assert summary["slope_exact"][alpha] == pytest.approx(expected, abs=0.05)
+        assert summary["slope"][alpha] == pytest.approx(summary["slope_exact"][alpha], abs=0.15)
         for sigma in summary["eps_star"][alpha]:
             ratio = summary["eps_star"][alpha][sigma] / summary["eps_star_exact"][alpha][sigma]
-            assert 1 / 1.5 < ratio < 1.5, (alpha, sigma, ratio)
+            assert ratio == pytest.approx(1.21, abs=0.28), (alpha, sigma, ratio)
 
 
 def test_cli_writes_results_summary_and_figure(tmp_path):
@@ -90,7 +101,8 @@ def test_cli_writes_results_summary_and_figure(tmp_path):
     } <= set(records[0])
     assert set(summary["eps_star"]) == {"0.0", "1.0"}
     assert set(summary["eps_star"]["1.0"]) == {"0.3", "0.2", "0.1", "0.05"}
-    assert summary["slope"]["1.0"] == pytest.approx(-1.0, abs=0.25)
+    # exact laws (no noise): -1.027, its pre-asymptotic bias; 256 sizes give -1.026
+    assert summary["slope"]["1.0"] == pytest.approx(-1.0, abs=0.05)
     assert not list(out.glob(".*tmp"))
 
 
