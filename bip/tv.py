@@ -53,10 +53,19 @@ from bip import _checks, operators
 
 Array = jax.Array
 
-__all__ = ["TVInfo", "gradient", "total_variation", "tv_objective", "tv_reconstruct"]
+__all__ = [
+    "PRECONDITIONERS",
+    "TVInfo",
+    "gradient",
+    "total_variation",
+    "tv_objective",
+    "tv_reconstruct",
+]
 
+#: ``tv_reconstruct``'s step choices.
+PRECONDITIONERS = ("auto", "diagonal", "scalar")
 _NORM_SAFETY = 1.01  # the power method never overestimates ||A||
-_STEP_PRODUCT = 0.49  # tau * sigma; the two normalised blocks have norm^2 <= 1 each
+_STEP_PRODUCT = 0.98  # tau * sigma * ||Sigma^(1/2) K T^(1/2)||^2 (the scalar steps: 2 blocks)
 _WINDOW = 50  # iterations between primal-weight updates
 _SMOOTHING, _SMOOTHING_DECAY = 0.5, 0.95  # the update's weight, shrunk after each update
 
@@ -166,7 +175,9 @@ class TVInfo:
         dual_residual: ``||(d_data, d_tv ||A|| / sqrt(8))|| / ||y||`` at the last iteration.
         dual: ``(*batch, ndim, *shape)`` the TV dual field (``|dual| <= weight`` per pixel);
             for ``A = I`` without the constraint, ``x = y - grad^T dual`` at the optimum.
-        operator_norm: the ``||A||`` estimate used for the step sizes (scalar).
+        operator_norm: the ``||A||`` estimate (scalar): the scalar steps' scale and the
+            dual residual's weighting.
+        preconditioned: whether the diagonal (Pock-Chambolle) steps were used (scalar).
     """
 
     iterations: Array
@@ -176,6 +187,7 @@ class TVInfo:
     dual_residual: Array
     dual: Array
     operator_norm: Array
+    preconditioned: Array
 
 
 def _sq(v: Array, ndim: int) -> Array:
@@ -188,8 +200,63 @@ def _expand(v: Array, ndim: int) -> Array:
     return v.reshape(v.shape + (1,) * ndim)
 
 
+def _grad_column_sums(shape: tuple[int, ...]) -> np.ndarray:
+    """``sum_i |grad_ij|`` per pixel ``j``: the differences that pixel ``j`` enters (one
+    forward and one backward neighbour per axis, fewer on the boundary)."""
+    out = np.zeros(shape)
+    for axis, n in enumerate(shape):
+        index = np.arange(n).reshape([-1 if k == axis else 1 for k in range(len(shape))])
+        out = out + (index < n - 1) + (index > 0)
+    return out
+
+
+@jax.jit
+def _preconditioned_norm(op, tau, sigma_data, sigma_tv, key):
+    """Power-method estimate of ``||Sigma^(1/2) K T^(1/2)||`` for ``K = [A; grad]``."""
+    nx = len(op.input_shape)
+    root_t, root_d = jnp.sqrt(tau), jnp.sqrt(sigma_data)
+
+    def gram(v):
+        w = root_t * v
+        return root_t * (
+            op.adjoint(sigma_data * op(w)) + sigma_tv * _divergence_adjoint(gradient(w, nx), nx)
+        )
+
+    v = jax.random.normal(key, tau.shape, tau.dtype)
+    v = jax.lax.fori_loop(0, 50, lambda _, v: (w := gram(v)) / jnp.linalg.norm(w), v)
+    w = root_t * v
+    forward = _sq(root_d * op(w), len(op.output_shape)) + sigma_tv * _sq(gradient(w, nx), nx + 1)
+    return jnp.sqrt(forward) / jnp.linalg.norm(v)
+
+
+def _diagonal_steps(op, dtype) -> tuple[Array, Array, Array] | None:
+    """Pock and Chambolle's (2011) diagonal steps with ``alpha = 1`` for ``K = [A; grad]``:
+    ``tau_j = 1 / sum_i |K_ij|`` (``A^T 1`` plus ``grad``'s column sums) and ``sigma_i =
+    1 / sum_j |K_ij|`` (``A 1``; 1/2 for every TV row), then scaled so that
+    ``||Sigma^(1/2) K T^(1/2)|| <= 1``. ``A 1`` and ``A^T 1`` are the row and column sums of
+    ``|A|`` when ``A`` is non-negative (Radon and fan-beam projectors, blurs with a
+    non-negative kernel, masks); None when either has a negative entry (``A`` is not
+    non-negative: scalar steps). A signed ``A`` whose sums are non-negative passes this test:
+    the scaling (by the power method, times 1.01, when its estimate exceeds the bound 1
+    that holds for a non-negative ``A``) keeps the steps convergent."""
+    rows = op(jnp.ones(op.input_shape, dtype))
+    columns = op.adjoint(jnp.ones(op.output_shape, dtype))
+    if not (bool(jnp.all(rows >= 0)) and bool(jnp.all(columns >= 0))):
+        return None
+    floor = jnp.finfo(dtype).eps * jnp.maximum(jnp.max(rows), 1.0)
+    tau = 1.0 / (columns + jnp.asarray(_grad_column_sums(op.input_shape), dtype))
+    sigma_data = 1.0 / jnp.maximum(rows, floor)
+    sigma_tv = jnp.asarray(0.5, dtype)  # every TV row is one difference, +1 and -1
+    estimate = _preconditioned_norm(op, tau, sigma_data, sigma_tv, jax.random.key(0))
+    scale = 1.0 / jnp.maximum(1.0, _NORM_SAFETY * estimate)
+    return tau * scale, sigma_data * scale, sigma_tv * scale
+
+
 @partial(jax.jit, static_argnames="nonnegative")
-def _solve(op, y, weight, norm, num_iterations, tol, nonnegative: bool):
+def _solve(op, y, weight, norm, steps, product, num_iterations, tol, nonnegative: bool):
+    """PDHG from zero; ``steps = (tau, sigma_data, sigma_tv)`` (broadcastable to ``x``, one
+    observation and one TV field component) with ``||Sigma^(1/2) K T^(1/2)||^2 * product
+    < 1``; the primal weight scales them as ``tau / sqrt(omega)``, ``sigma sqrt(omega)``."""
     nx, ny = len(op.input_shape), len(op.output_shape)
     batch = y.shape[: y.ndim - ny]
     dtype = y.dtype
@@ -197,7 +264,11 @@ def _solve(op, y, weight, norm, num_iterations, tol, nonnegative: bool):
     grad_sq = 4.0 * nx  # ||grad||^2 bound
     lam = _expand(weight, nx + 1)
     tiny = jnp.finfo(dtype).tiny
-    root = jnp.sqrt(jnp.asarray(_STEP_PRODUCT, dtype))
+    root = jnp.sqrt(product)
+    base_tau, base_data, base_tv = (  # to the rank of x, y and the TV field (no promotion)
+        v.reshape((1,) * (len(batch) + rank - v.ndim) + v.shape)
+        for v, rank in zip(steps, (nx, ny, nx + 1), strict=True)
+    )
     scale_p = jnp.maximum(jnp.sqrt(_sq(op.adjoint(y), nx)), tiny)
     scale_d = jnp.maximum(jnp.sqrt(_sq(y, ny)), tiny)
 
@@ -207,35 +278,39 @@ def _solve(op, y, weight, norm, num_iterations, tol, nonnegative: bool):
     def apply_kt(u):
         return op.adjoint(u[0]) + _divergence_adjoint(u[1], nx)
 
+    def primal_norm(v):
+        """The norm of ``v`` in the metric of the steps: ``||T^(-1/2) v||``."""
+        return jnp.sqrt(_sq(v / jnp.sqrt(base_tau), nx))
+
     def dual_norm(u):
-        """The norm of ``u`` in the normalised blocks: ``(||A|| u_data, sqrt(8) u_tv)``."""
-        return jnp.sqrt(a * a * _sq(u[0], ny) + grad_sq * _sq(u[1], nx + 1))
+        """The norm of ``u`` in the metric of the steps: ``||Sigma^(-1/2) u||``."""
+        return jnp.sqrt(_sq(u[0] / jnp.sqrt(base_data), ny) + _sq(u[1] / jnp.sqrt(base_tv), nx + 1))
 
     def residuals(x0, x1, u0, u1, kx0, kx1, ktu0, ktu1, tau, sigma):
         """Relative primal and dual residuals of the step ``(x0, u0) -> (x1, u1)``."""
-        p = (x0 - x1) / _expand(tau, nx) - (ktu0 - ktu1)
-        d_data = (u0[0] - u1[0]) * _expand(a * a / sigma, ny) - (kx0[0] - kx1[0])
-        d_tv = (u0[1] - u1[1]) * _expand(grad_sq / sigma, nx + 1) - (kx0[1] - kx1[1])
+        p = (x0 - x1) / (_expand(tau, nx) * base_tau) - (ktu0 - ktu1)
+        d_data = (u0[0] - u1[0]) / (_expand(sigma, ny) * base_data) - (kx0[0] - kx1[0])
+        d_tv = (u0[1] - u1[1]) / (_expand(sigma, nx + 1) * base_tv) - (kx0[1] - kx1[1])
         rd = jnp.sqrt(_sq(d_data, ny) + (a * a / grad_sq) * _sq(d_tv, nx + 1))
         return jnp.sqrt(_sq(p, nx)) / scale_p, rd / scale_d
 
     def step(state):
         k, x, u, kx, ktu, omega, theta, _, _, x_anchor, u_anchor = state
         tau, sigma = root / jnp.sqrt(omega), root * jnp.sqrt(omega)  # sigma / tau = omega
-        x1 = x - _expand(tau, nx) * ktu
+        x1 = x - _expand(tau, nx) * base_tau * ktu
         x1 = jnp.maximum(x1, 0.0) if nonnegative else x1
         kx1 = apply_k(x1)
-        sigma_data = _expand(sigma / (a * a), ny)
+        sigma_data = _expand(sigma, ny) * base_data
         bar_data = 2.0 * kx1[0] - kx[0]
         u_data = (u[0] + sigma_data * (bar_data - y)) / (1.0 + sigma_data)
-        v = u[1] + _expand(sigma / grad_sq, nx + 1) * (2.0 * kx1[1] - kx[1])
+        v = u[1] + _expand(sigma, nx + 1) * base_tv * (2.0 * kx1[1] - kx[1])
         u1 = (u_data, v / jnp.maximum(1.0, jnp.expand_dims(_pixel_norm(v, nx), -nx - 1) / lam))
         ktu1 = apply_kt(u1)
         rp, rd = residuals(x, x1, u, u1, kx, kx1, ktu, ktu1, tau, sigma)
         # every _WINDOW steps, move the primal weight sigma / tau towards the ratio of the
         # dual to the primal movement over the window (geometric mean, shrinking weight)
         due = (k + 1) % _WINDOW == 0
-        dx = jnp.sqrt(_sq(x1 - x_anchor, nx))
+        dx = primal_norm(x1 - x_anchor)
         du = dual_norm((u1[0] - u_anchor[0], u1[1] - u_anchor[1]))
         ok = due & (dx > tiny) & (du > tiny)
         log_target = jnp.log(jnp.where(ok, du, 1.0)) - jnp.log(jnp.where(ok, dx, 1.0))
@@ -277,6 +352,7 @@ def _solve(op, y, weight, norm, num_iterations, tol, nonnegative: bool):
         dual_residual=rd,
         dual=u[1],
         operator_norm=norm,
+        preconditioned=jnp.asarray(jnp.ndim(steps[0]) > 0),
     )
     return x, info
 
@@ -290,6 +366,7 @@ def tv_reconstruct(
     tol: float = 1e-5,
     nonnegative: bool = True,
     operator_norm: Array | float | None = None,
+    preconditioner: str = "auto",
 ) -> tuple[Array, TVInfo]:
     """TV-regularised reconstruction ``argmin_{x >= 0} ||A x - y||^2 / 2 + weight TV(x)``.
 
@@ -311,6 +388,9 @@ def tv_reconstruct(
             image (>= 0; 0 runs ``num_iterations`` iterations).
         nonnegative: constrain ``x >= 0`` (exactly: the iterate is a projection).
         operator_norm: ``||A||`` if known (else 50 power iterations estimate it).
+        preconditioner: ``"diagonal"`` (Pock-Chambolle steps from ``A 1`` and ``A^T 1``;
+            ``A`` must have non-negative row and column sums), ``"scalar"`` (``||A||``), or
+            ``"auto"``: diagonal when ``A 1 >= 0`` and ``A^T 1 >= 0``, else scalar.
 
     Returns:
         ``(x, info)``: ``x`` of shape ``(*batch, *op.input_shape)`` (batch broadcast from
@@ -337,6 +417,8 @@ def tv_reconstruct(
     num_iterations = _checks.integer("num_iterations", num_iterations, minimum=1)
     _checks.nonnegative("tol", tol)
     _checks.positive("operator_norm", operator_norm)
+    if preconditioner not in PRECONDITIONERS:
+        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
     weight = jnp.asarray(weight, y.dtype)
     y_batch = y.shape[: y.ndim - len(op.output_shape)]
     try:
@@ -351,11 +433,22 @@ def tv_reconstruct(
         norm = operators.operator_norm(jax.random.key(0), op).astype(y.dtype)
     else:
         norm = jnp.asarray(operator_norm, y.dtype)
+    steps = None if preconditioner == "scalar" else _diagonal_steps(op, y.dtype)
+    if steps is None and preconditioner == "diagonal":
+        raise ValueError(
+            "preconditioner='diagonal' needs an operator with non-negative row and column "
+            "sums (A 1 >= 0 and A^T 1 >= 0); this one has a negative one: use 'scalar'"
+        )
+    if steps is None:
+        one = jnp.ones((), y.dtype)
+        steps = (one, one / (norm * _NORM_SAFETY) ** 2, one / (4.0 * len(op.input_shape)))
     return _solve(
         op,
         y,
         weight,
         norm,
+        steps,
+        jnp.asarray(_STEP_PRODUCT if steps[0].ndim else _STEP_PRODUCT / 2, y.dtype),
         jnp.asarray(num_iterations, jnp.int32),
         jnp.asarray(tol, y.dtype),
         nonnegative=bool(nonnegative),
