@@ -80,7 +80,10 @@ def test_rhat_and_ess_agree_with_arviz_stats(seed):
     # the jitted streaming diagnostic: bulk-like on Gaussian draws, not a tail ESS
     diag = _streaming(draws)
     ess_stream = np.asarray(diag.ess).sum(axis=0)
-    np.testing.assert_allclose(ess_stream[:2], analytic_ess, rtol=0.2)
+    # over seeds 0-39 (80 coordinates) the streaming ESS is 1.008 +- 0.042 of the analytic
+    # one: rtol 0.17 is 4 sd. (arviz-stats' own bulk and tail ESS above scatter 0.998 +- 0.092
+    # and 0.959 +- 0.084 of theirs: 0.2 is about 2 sd there, not loosened.)
+    np.testing.assert_allclose(ess_stream[:2], analytic_ess, rtol=0.17)
     assert np.all((ess_stream[:2] / tail_az[:2] > 0.45) & (ess_stream[:2] / tail_az[:2] < 0.75))
     assert ess_stream[2] > 1.5 * ess_az[2]  # raw-value AR(1) ESS on a skewed law: too high
     np.testing.assert_allclose(np.asarray(diag.rhat)[:2], rhat_az[:2], atol=0.005)
