@@ -11,23 +11,40 @@ difference along each axis is zero), ``TV(x) = sum_pixels |grad x|_2``: scikit-i
 The solver is the primal-dual hybrid gradient method of Chambolle and Pock (2011) on
 ``K = [A; grad]``, both terms dualised (``F(z1, z2) = ||z1 - y||^2 / 2 + weight ||z2||_{2,1}``,
 ``G`` the indicator of ``x >= 0``): one ``A``, one ``A^T`` and one gradient/divergence pair
-per iteration, no inner solves. The dual steps are per block, ``sigma / ||A||^2`` and
-``sigma / 8`` (``||grad||^2 <= 8`` in 2-D, ``4 d`` in ``d`` dimensions; ``||A||`` by the power
-method, ``bip.operators.operator_norm``, times 1.01), and ``tau sigma = 0.49``, so
-``tau (sigma_A ||A||^2 + sigma_D ||grad||^2) < 1``: the iteration converges for any ratio
-``sigma / tau``. That ratio (the primal weight) sets the speed, and the best one varies by
-orders of magnitude between problems (measured: 1e3 for 30-view CT at 128x128, 1 for a blur),
-so it is adapted as in PDLP (Applegate et al. 2021): every 50 iterations it moves to the
-geometric mean of itself and the ratio of the dual to the primal movement over the window,
-with a weight that starts at 1/2 and shrinks by 0.95 per update (the steps settle, so the
-convergence proof applies).
+per iteration, no inner solves. Two choices of steps (``preconditioner``):
+
+- diagonal (Pock and Chambolle 2011, "Diagonal preconditioning for first order primal-dual
+  algorithms", ``alpha = 1``): ``tau_j = 1 / sum_i |K_ij|`` per pixel and ``sigma_i = 1 /
+  sum_j |K_ij|`` per observation (1/2 per TV component), which give
+  ``||Sigma^(1/2) K T^(1/2)|| <= 1``. For a non-negative ``A`` (Radon and fan-beam
+  projectors, blurs, masks) the row and column sums of ``|A|`` are ``A 1`` and ``A^T 1``: one
+  forward and one adjoint, no matrix. ``"auto"`` takes these steps when ``A 1 >= 0`` and
+  ``A^T 1 >= 0`` (a numerical test: a signed ``A`` with non-negative sums passes it, so the
+  bound is also checked by 50 power iterations on the scaled ``K`` and the steps shrink by
+  the estimate times 1.01 where it exceeds 1). Measured on 30-view 128x128 CT at the best
+  weight: 1000 iterations reach 39.84 dB (converged 39.92), the scalar steps 39.60 (2500:
+  39.90 vs 39.88); same per-iteration cost.
+- scalar (any operator): per block ``sigma / ||A||^2`` and ``sigma / 8`` (``||grad||^2 <= 8``
+  in 2-D, ``4 d`` in ``d`` dimensions; ``||A||`` by the power method,
+  ``bip.operators.operator_norm``, times 1.01), and ``tau sigma = 0.49``, so
+  ``tau (sigma_A ||A||^2 + sigma_D ||grad||^2) < 1``.
+
+Both converge for any ratio ``sigma / tau`` (the steps ``tau T``, ``sigma Sigma`` with
+``tau sigma = 0.98``). That ratio (the primal weight) sets the speed, and the best one varies
+by orders of magnitude between problems (measured, scalar steps: 1e3 for 30-view CT at
+128x128, 1 for a blur), so it is adapted as in PDLP (Applegate et al. 2021): every 50
+iterations it moves to the geometric mean of itself and the ratio of the dual to the primal
+movement over the window (in the metrics ``T^-1`` and ``Sigma^-1``), with a weight that starts
+at 1/2 and shrinks by 0.95 per update (the steps settle, so the convergence proof applies).
 
 Stopping rule: the PDHG residuals (Goldstein et al. 2015) ``p`` (primal: an element of the
 subdifferential of the Lagrangian in ``x``, zero at a saddle point) and ``d`` (dual), made
 relative: ``||p|| / ||A^T y||`` and ``||(d_data, d_tv ||A|| / sqrt(8))|| / ||y||``. The loop
 stops when both are at most ``tol`` for every image of a batch, or after ``num_iterations``.
-Measured (30-view 128x128 Shepp-Logan CT, 1% noise): ``tol = 1e-5`` stops after 2000-2600
-iterations with the objective within 3e-6 (relative) of its minimum.
+Measured (30-view 128x128 Shepp-Logan CT, 1% noise, scalar steps): ``tol = 1e-5`` stops after
+2000-2600 iterations with the objective within 3e-6 (relative) of its minimum. The residuals
+depend on the steps: on a tiny CT problem the diagonal steps at ``tol = 1e-8`` stop 3e-7 from
+the minimiser, the scalar ones 3e-9 (both within 6e-8 at ``tol = 1e-9``).
 
 Example:
     >>> import jax, jax.numpy as jnp
