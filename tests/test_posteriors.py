@@ -212,7 +212,11 @@ def test_unknown_noise_level_with_hyperprior_sampled_jointly(alpha):
         PRIOR, SIGMA, alpha, bip.likelihoods.gaussian(OBSERVE_X1, y, 0.05).potential
     )
     assert bip.metrics.total_variation(law.bin_probabilities(), fixed.bin_probabilities()) > 0.1
-    assert 0.1 < float(out.noise_std[:, -2:].mean()) < 0.6
+    # its mean over the last two draws: 0.4353 +- 0.0022 (alpha 0), 0.4037 +- 0.0021 (alpha 1)
+    # over seeds 0-7 (keys 5 + 100 s, 6 + 100 s); 0.01 is 4.5 sd. (The TV above, 0.043 +-
+    # 0.006 / 0.037 +- 0.006 against a floor of 0.018 / 0.022, has no room to tighten.)
+    noise_mean = float(out.noise_std[:, -2:].mean())
+    assert noise_mean == pytest.approx({0.0: 0.4353, 1.0: 0.4037}[alpha], abs=0.01)
 
 
 class _TraceCounter:
