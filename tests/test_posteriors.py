@@ -19,7 +19,10 @@ def _angles(x):
     return jnp.arctan2(x[..., 1], x[..., 0])
 
 
-def _check_against_exact(likelihood, alpha, tol, num_chains=10_000, seed=0):
+def _check_against_exact(likelihood, alpha, margin, num_chains=10_000, seed=0):
+    """Sample the posterior and assert the TV of its angle histogram (the last two draws of
+    each chain) to the exact finite-sigma law is at most ``margin`` above the TV that exact
+    draws give on average, ``0.5 sum_k sqrt(2 p_k (1 - p_k) / (pi n))`` (n draws, bins p)."""
     law = bip.targets.stationary_angular_law(PRIOR, SIGMA, alpha, likelihood.potential)
     start = DATA.sample(jax.random.key(seed), (num_chains,))
     run = bip.posteriors.sample(
@@ -35,8 +38,10 @@ def _check_against_exact(likelihood, alpha, tol, num_chains=10_000, seed=0):
         observe=_angles,
     )
     assert not run.divergence.any
+    p = np.asarray(law.bin_probabilities())
+    floor = 0.5 * np.sum(np.sqrt(2 * p * (1 - p) / (np.pi * 2 * num_chains)))
     tv = bip.metrics.tv_to_law(run.samples[:, -2:], law)
-    assert tv < tol, f"TV {tv:.4f} to the exact finite-sigma posterior"
+    assert tv < floor + margin, f"TV {tv:.4f} to the exact finite-sigma posterior"
     return law
 
 
@@ -44,7 +49,9 @@ def _check_against_exact(likelihood, alpha, tol, num_chains=10_000, seed=0):
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_circle_posterior_matches_exact_finite_sigma_posterior(alpha):
     lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([-0.5]), 0.3)
-    law = _check_against_exact(lik, alpha, tol=0.04)
+    # TV 0.0126 +- 0.0022 / 0.0150 +- 0.0022 (alpha 0 / 1) over seeds 0-5 (keys 100 s,
+    # 100 s + 1), floor 0.0111 / 0.0126: 4 sd above the floor (was TV < 0.04)
+    law = _check_against_exact(lik, alpha, margin=0.009)
     # the likelihood matters: the posterior is not the prior
     prior_law = bip.targets.stationary_angular_law(PRIOR, SIGMA, alpha)
     assert bip.metrics.total_variation(law.bin_probabilities(), prior_law.bin_probabilities()) > 0.1
@@ -66,10 +73,13 @@ def test_custom_linear_and_nonlinear_operators_run_through_the_sampler():
     linear = bip.operators.from_function(lambda x: 2.0 * x[:1] - x[1:], (2,), linear=True)
     assert bip.operators.dot_test(jax.random.key(0), linear) < 1e-12
     lik = bip.likelihoods.gaussian(linear, jnp.array([-1.0]), 0.5)
-    _check_against_exact(lik, 0.0, tol=0.05, num_chains=4000)
+    # TV 0.0162 +- 0.0050 over seeds 0-5, floor 0.0153: 4 sd above it (was TV < 0.05)
+    _check_against_exact(lik, 0.0, margin=0.02, num_chains=4000)
     nonlinear = bip.operators.from_function(lambda x: jnp.stack([x[0] ** 2 + x[1]]), (2,))
     lik = bip.likelihoods.gaussian(nonlinear, jnp.array([0.8]), 0.3)
-    _check_against_exact(lik, 1.0, tol=0.05, num_chains=4000)
+    # TV 0.039 +- 0.009 (max 0.056) over seeds 0-5, floor 0.022: biased above the floor, and
+    # the old TV < 0.05 is 1.3 sd above the mean; kept (floor + 0.028)
+    _check_against_exact(lik, 1.0, margin=0.028, num_chains=4000)
 
 
 @pytest.mark.slow
@@ -81,7 +91,8 @@ def test_numpyro_student_t_noise_model():
     np.testing.assert_allclose(
         lik.log_likelihood(x), dist.StudentT(3.0, 0.1, 0.3).log_prob(-0.5), rtol=1e-12
     )
-    _check_against_exact(lik, 0.0, tol=0.05, num_chains=4000)
+    # TV 0.0192 +- 0.0031 over seeds 0-5, floor 0.0177: 4 sd above it (was TV < 0.05)
+    _check_against_exact(lik, 0.0, margin=0.013, num_chains=4000)
 
 
 def test_mala_posterior_and_annealed_variant():
