@@ -10,9 +10,28 @@ approximation of the true ``p_sigma`` score).
   ``bip.references.generic_finite_sigma``: energy distance against its reference-vs-reference
   floor at equal sample counts, per-pixel means in units of their Monte Carlo error.
 - ``maxent``: alpha = 1, sigma in 0.2, 0.1, 0.05, 0.025. The chart coordinates of bip's
-  draws (nearest point, ``PhantomManifold.coordinate``) against the maximum-entropy limit
-  ``bip.references.maxent_limit``: energy distance of box-normalised coordinates (and its
-  floor) and the largest mean shift over coordinates in units of the limit's posterior std.
+  draws (nearest point, ``PhantomManifold.coordinate``; box-normalised) against the
+  maximum-entropy limit ``bip.references.maxent_limit``: the discrepancy
+  ``bip.references.chain_energy_distance`` (the energy distance with within-chain pairs left
+  out, so unbiased however correlated each chain's draws are; zero in expectation for the
+  same law) with its jackknife standard error (its noise floor), the same between the two
+  halves of the limit's chains (reference-vs-reference), the V-statistic energy distance,
+  the discrepancy of the first and second half of the kept draws (stationarity), rank R-hat
+  and bulk ESS per draw of the coordinates, the largest mean shift in limit stds and the
+  std ratios.
+
+Step size and integration time of the ladder: ``h = c min(sigma^(2 - alpha), 1/L)`` with
+alpha = 1 and ``L = ||A||^2 / s^2 = 460.6`` (16 views, noise 1.0), so ``1/L = 0.00217`` is
+below every sigma of the ladder and ``h = c/L = 5.4e-4`` at all four: the same integration
+time per sigma (250 annealing + 300 burn-in + 600 kept steps, 0.62 time units). It need not
+grow as sigma shrinks: the normal relaxation time is sigma (stiffness ``sigma^alpha /
+sigma^2``), shorter at smaller sigma, and the tangential one is set by the likelihood (the
+limit's posterior variance along the manifold, in image space, is 0.004-0.015, 7-28 steps).
+Measured at sigma = 0.05 (32 chains, 3000 steps after the annealing, coordinates every 10
+steps): the coordinate means in windows of 300 steps show no trend from the first window on
+(burn-in done by the end of the annealing), integrated autocorrelation times 60-145 steps,
+so thin 30 keeps 0.3-0.75 effective draws per draw; each row's first/second-half columns
+repeat that check at every sigma.
 
 Run: ``python bench/check_references.py generic`` (or ``maxent``; ``--help`` for the settings);
 results go to ``bench/check_references.json``. Long: minutes to tens of minutes on 2 cores.
@@ -22,7 +41,7 @@ so the ladder can run as parallel processes. Each ladder row also has the energy
 each half of bip's chains to the limit (bip's own Monte Carlo spread) and the chart
 coordinates' rank-normalised R-hat.
 
-Measured (2 cores shared with other jobs, load ~10; ``bench/check_references.json``):
+Measured (2 cores shared with other jobs, load 10-16; ``bench/check_references.json``):
 
 - generic, ``--chains 24 --steps 1500 --burn-in 300 --thin 75 --c 0.1`` (480 draws; reference
   8 x 1000 NUTS draws, R-hat 1.001, 2 divergences): energy distance 0.0098 against a floor
@@ -33,26 +52,31 @@ Measured (2 cores shared with other jobs, load ~10; ``bench/check_references.jso
   ``sigma^2`` with ``h = 0.5 min(sigma^2, 1/L)`` inflates the std by ``(1 - h/(2
   sigma^2))^(-1/2) = 1.13``. The Laplace approximation of the prior's score is not
   what limits the check (c = 0.1 passes).
-- maxent, ``--chains 16 --steps 1000 --burn-in 300 --thin 50 --c 0.25`` (320 draws a
-  sigma), sigma 0.2 / 0.1 / 0.05 / 0.025: energy distance 0.0089 / 0.0061 / 0.0067 / 0.0043
-  (floor 0.0004), largest mean shift 1.07 / 0.87 / 0.71 / 0.66 limit stds, coordinate stds
-  1.1-1.36x the limit's throughout (not monotone in the energy distance between 0.1 and
-  0.05: 16 chains x 20 correlated draws on 6 coordinates). The cheap 16x16 version (8
-  views, free centre, noise 0.5 in the measurement; it was a test until the suite's time
-  budget moved it here: ``maxent --size 16 --views 8 --free cx cy --chains 16 --steps 600
-  --burn-in 300 --thin 30 --c 0.25``) fell monotonically: 0.0035 / 0.0027 / 0.0018 / 0.0011
-  (floor 0.00015).
-- the longer 32x32 ladder, ``maxent --chains 48 --steps 600 --burn-in 300 --thin 30 --c 0.25
-  --reference-draws 2000`` (960 draws a sigma, 3x the chains), did not finish on the shared
-  2-core machine (load 17: each sigma needs about 6 CPU-minutes of ULA on the exact phantom
-  score, which got 4% of a core); its limit (8 x 250 NUTS draws, R-hat 1.004) took 23 minutes.
-  Why 16 chains x 20 draws can rank 0.1 and 0.05 wrongly: the energy distance's V-statistic
-  counts correlated draws as independent, so its excess over the floor grows as bip's ESS per
-  draw falls (on the circle, ``tests/test_check.py``'s spec with 200 chains x 20 draws 0.03
-  time units apart gave an energy-distance ratio of 6.2 against the exact posterior, 1000 x 4
-  draws 0.3 apart 1.24, same step and reference). The 0.1 -> 0.05 rise (0.0006, 10%) may be
-  that excess varying between the two sigmas' runs (not measured: it needs the longer ladder
-  or repeated seeds); the largest mean shift falls at every step.
+- maxent, ``--chains 48 --steps 600 --burn-in 300 --thin 30 --c 0.25 --reference-draws
+  2000`` (48 chains x 20 draws a sigma; the limit 8 x 250 NUTS draws, R-hat 1.004, 23
+  minutes), sigma 0.2 / 0.1 / 0.05 / 0.025: the discrepancy falls at every step: 0.0071 +-
+  0.0013 / 0.0049 +- 0.0008 / 0.0036 +- 0.0006 / 0.0024 +- 0.0004 (reference-vs-reference
+  -0.00007 +- 0.00006); each step's fall is 1.4 / 1.3 / 1.7 of its standard errors (added in
+  quadrature). V-statistic energy distance 0.0074 / 0.0051 / 0.0038 / 0.0026; first / second
+  half of the kept draws 0.0073, 0.0070 / 0.0052, 0.0046 / 0.0036, 0.0037 / 0.0025, 0.0022
+  (no drift: stationary); largest mean shift 0.89 / 0.90 / 0.82 / 0.61 limit stds;
+  coordinate std ratios 1.16-1.37 / 1.13-1.32 / 1.03-1.29 / 1.07-1.27; coordinate R-hat
+  (max) 1.18 / 1.14 / 1.11 / 1.11, bulk ESS 0.30 / 0.46 / 0.53 / 0.56 per draw; 23 / 27 / 25
+  / 32 minutes a sigma (load 10-16).
+  The discrepancy falls roughly as sqrt(sigma) (0.69, 0.74, 0.66 per halving) and from 0.2
+  to 0.025 by 3.4 standard errors; bip's coordinate stds stay 1.1-1.3x the limit's even at
+  0.025 (not measured apart: ULA's O(h) inflation at c = 0.25, as in the generic check, and
+  the finite-sigma spread). sigma 0.025 ran as a second process (``--sigmas 0.025``, the key
+  it has in a full run). Earlier, with the V-statistic only, 16 chains x 20 draws gave
+  0.0089 / 0.0061 / 0.0067 / 0.0043: the 0.0006 rise is inside the noise (with a third of
+  the chains the standard errors are about 1.7x those above, 0.001-0.002). 16x16 (8 views,
+  free centre, noise 0.5 in the measurement: ``--size 16 --views 8 --free cx cy --chains 16
+  --steps 600 --burn-in 300 --thin 30 --c 0.25``), V-statistic: 0.0035 / 0.0027 / 0.0018 /
+  0.0011 (floor 0.00015). Not a test: each sigma is 6 CPU-minutes of ULA on the exact
+  phantom score, and a 16x16 one-coordinate version (32 chains x 10 draws) took 2 minutes a
+  sigma on the loaded machine with R-hat 1.2 and noise as large as the steps; the default
+  suite asserts the discrepancy's unbiasedness and standard error (tests/test_references.py)
+  and the circle ladder through ``bip check`` (tests/test_check.py).
 """
 
 from __future__ import annotations
@@ -153,13 +177,62 @@ def _limit(args, problem):
     return u, rhat_max
 
 
+def _rank_stats(u) -> tuple[list[float], float]:
+    """Rank-normalised R-hat per coordinate and median bulk ESS per draw of ``u (C, D, n)``."""
+    from arviz_stats.base import array_stats
+
+    moved = np.moveaxis(u, 2, 0)  # (n, chains, draws)
+    rhat = array_stats.rhat(moved, chain_axis=1, draw_axis=2, method="rank")
+    ess = array_stats.ess(moved, chain_axis=1, draw_axis=2, method="bulk")
+    return [float(v) for v in rhat], float(np.median(ess) / (u.shape[0] * u.shape[1]))
+
+
+def _ladder_row(sigma, u, u_lim, floor, started) -> dict:
+    """One sigma's comparison of bip's coordinates ``u (chains, draws, n)`` with the limit's."""
+    distance, noise = references.chain_energy_distance(u, u_lim)
+    half = u.shape[1] // 2
+    flat, flat_lim = u.reshape(-1, u.shape[2]), u_lim.reshape(-1, u.shape[2])
+    rhat, ess_per_draw = _rank_stats(u)
+    return {
+        "sigma": sigma,
+        "discrepancy": distance,
+        "discrepancy_se": noise,
+        "reference_vs_reference": floor[0],
+        "reference_vs_reference_se": floor[1],
+        "energy_distance_v": metrics.energy_distance(flat, flat_lim),
+        "first_half": references.chain_energy_distance(u[:, :half], u_lim)[0],
+        "second_half": references.chain_energy_distance(u[:, half:], u_lim)[0],
+        "max_mean_shift_in_std": float(
+            np.max(np.abs(flat.mean(0) - flat_lim.mean(0)) / flat_lim.std(0))
+        ),
+        "std_ratio": [float(v) for v in flat.std(0) / flat_lim.std(0)],
+        "coordinate_rhat": rhat,
+        "ess_per_draw": ess_per_draw,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _merge(rows: list[dict], args) -> list[dict]:
+    """The rows of other sigmas from a run with the same settings in ``args.json``."""
+    if not args.json.exists():
+        return rows
+    old = json.loads(args.json.read_text()).get("maxent", {})
+    ignored = ("sigmas", "json", "limit_cache", "save_coordinates")
+    same = {k: v for k, v in _settings(args).items() if k not in ignored}
+    if {k: v for k, v in old.get("settings", {}).items() if k not in ignored} != same:
+        return rows
+    new = {r["sigma"] for r in rows}
+    return [r for r in old.get("rows", []) if r["sigma"] not in new] + rows
+
+
 def maxent(args) -> dict:
     problem, spec = _problem(args.size, args.views, args.free)
     key = jax.random.key(args.seed)
-    k_cmp, *k_bip = jax.random.split(jax.random.fold_in(key, 1), 1 + len(SIGMAS))
+    k_bip = jax.random.split(jax.random.fold_in(key, 1), 1 + len(SIGMAS))[1:]
     u_ref, limit_rhat = _limit(args, problem)
-    u_lim = _normalised(problem, u_ref).reshape(-1, u_ref.shape[-1])
-    mean_lim, std_lim = u_lim.mean(0), u_lim.std(0)
+    u_lim = _normalised(problem, u_ref)
+    half = u_lim.shape[0] // 2
+    floor = references.chain_energy_distance(u_lim[:half], u_lim[half:])
     rows = []
     for sigma, k in zip(SIGMAS, k_bip, strict=True):
         if sigma not in args.sigmas:  # the same key per sigma as in a full run
@@ -167,30 +240,27 @@ def maxent(args) -> dict:
         t0 = time.perf_counter()
         draws, diverged = _bip_draws(k, problem, spec, sigma, 1.0, args)
         flat = jnp.asarray(draws.reshape((-1,) + draws.shape[2:]))
-        u = _normalised(problem, problem.manifold.coordinate(flat))
-        n = u.shape[0]
-        order = np.asarray(jax.random.permutation(k_cmp, u_lim.shape[0]))
-        a, b = u_lim[order[:n]], u_lim[order[n : 2 * n]]
-        # bip's own Monte Carlo noise: each half of the chains against the limit
-        by_chain = u.reshape(draws.shape[:2] + (-1,))
-        half = draws.shape[0] // 2  # draws: (chains, draws, *event)
-        halves = [by_chain[:half], by_chain[half:]]
-        half_distances = [metrics.energy_distance(h.reshape(-1, u.shape[-1]), a) for h in halves]
-        rows.append(
-            {
-                "sigma": sigma,
-                "energy_distance": metrics.energy_distance(u, a),
-                "floor": metrics.energy_distance(a, b),
-                "half_chains_energy_distance": half_distances,
-                "max_mean_shift_in_std": float(np.max(np.abs(u.mean(0) - mean_lim) / std_lim)),
-                "std_ratio": [float(v) for v in u.std(0) / std_lim],
-                "coordinate_rhat": [float(v) for v in metrics.split_rhat(by_chain)],
-                "diverged": diverged,
-                "seconds": time.perf_counter() - t0,
-            }
-        )
+        coordinate = jax.jit(problem.manifold.coordinate)
+        u = _normalised(problem, coordinate(flat)).reshape(draws.shape[:2] + (-1,))
+        if args.save_coordinates is not None:
+            np.save(args.save_coordinates / f"u_sigma{sigma:g}.npy", u)
+        rows.append(_ladder_row(sigma, u, u_lim, floor, t0) | {"diverged": diverged})
         print(rows[-1], flush=True)
-    return {"limit_rhat_max": limit_rhat, "rows": rows}
+    rows = sorted(_merge(rows, args), key=lambda r: -r["sigma"])
+    d = [r["discrepancy"] for r in rows]
+    se = [r["discrepancy_se"] for r in rows]
+    steps = [(d[i] - d[i + 1]) / np.hypot(se[i], se[i + 1]) for i in range(len(d) - 1)]
+    return {
+        "limit_rhat_max": limit_rhat,
+        "rows": rows,
+        "monotone": bool(all(v > 0 for v in steps)),
+        "decrease_in_se": [float(v) for v in steps],
+    }
+
+
+def _settings(args) -> dict:
+    paths = {k: str(getattr(args, k)) for k in ("json", "limit_cache", "save_coordinates")}
+    return vars(args) | paths
 
 
 def main() -> None:
@@ -214,13 +284,13 @@ def main() -> None:
     parser.add_argument(
         "--limit-cache", type=Path, default=None, help="maxent: .npz to keep the limit's draws"
     )
+    parser.add_argument(
+        "--save-coordinates", type=Path, default=None, help="maxent: folder for bip's u per sigma"
+    )
     args = parser.parse_args()
     t0 = time.perf_counter()
     result = generic(args) if args.part == "generic" else maxent(args)
-    result.update(
-        settings=vars(args) | {"json": str(args.json), "limit_cache": str(args.limit_cache)},
-        seconds=time.perf_counter() - t0,
-    )
+    result.update(settings=_settings(args), seconds=time.perf_counter() - t0)
     print(json.dumps(result, indent=1))
     previous = json.loads(args.json.read_text()) if args.json.exists() else {}
     previous[args.part] = result
