@@ -13,6 +13,23 @@ Each row: the chosen weight, the test image's PSNR there, the search's CPU secon
 (``time.process_time``: all threads, compilation included), and the PSNR of a converged
 solve at that weight (diagonal steps, ``REFERENCE_ITERATIONS``, no early stop).
 
+Measured (float64, 2 cores shared with other jobs: CPU seconds, compilation included)::
+
+    spec                   run     solver            weight    PSNR converged   CPU s
+    ct-phantom-16          before  scalar x500        6.043  28.294    28.394     3.2
+    ct-phantom-16          after   diagonal x500      6.043  28.370    28.394     2.4
+    ct-phantom-8           before  scalar x500        3.924  27.759    27.799     2.6
+    ct-phantom-8           after   diagonal x500      3.924  27.783    27.799     2.0
+    deblur-phantom         before  scalar x500      0.01433  28.382    28.246     3.3
+    deblur-phantom         after   diagonal x500    0.01433  28.637    28.246     2.5
+    inpaint-digits         before  scalar x500     0.002933  18.866    18.901     1.8
+    inpaint-digits         after   diagonal x500   0.004656  18.842    18.883     1.2
+    ct-ellipses-128-exact  before  scalar x2500       9.254  39.786    39.813   177.6
+    ct-ellipses-128-exact  after   diagonal x1000     9.254  39.763    39.813    72.1
+
+At 128x128 the search is one round (the best weight is inside the first grid), so warm
+starts across rounds would not help there.
+
     python -m bench.bench_tv                                  # the 32x32 specs and 128x128
     python -m bench.bench_tv problems/ct-phantom-16.toml      # chosen specs
     python -m bench.bench_tv --single     # one 128x128 Shepp-Logan solve, float32 and 64
