@@ -423,3 +423,16 @@ def test_renamed_arguments_are_clear_errors():
         bip.operators.operator_norm(OBSERVE_X1, jax.random.key(0))
     with pytest.raises(TypeError, match="key comes first"):
         bip.operators.dot_test(OBSERVE_X1, jax.random.key(0))
+
+
+def test_denoise_is_tweedie_per_event_whatever_the_leading_shape():
+    # x + sigma^2 s(x, sigma) event by event, DENOISE_BATCH events per score call: a
+    # (chains, draws, *event) array, its flattening and single events agree to rounding
+    law = bip.manifolds.VonMises(bip.manifolds.Circle(), kappa=2.0)
+    prior = bip.priors.exact(law)
+    x = jax.random.normal(jax.random.key(0), (3, 11, 2))  # 33 events: not a multiple of 8
+    got = bip.posteriors.denoise(prior, x, 0.3)
+    want = x + 0.09 * prior.score(x, 0.3)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    flat = bip.posteriors.denoise(prior, x.reshape(33, 2), 0.3)
+    np.testing.assert_allclose(flat.reshape(3, 11, 2), got, rtol=1e-12, atol=1e-14)
