@@ -5,25 +5,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bip import ellipses, errors, images, priors, profile
+from bip import ellipses, errors, manifolds, priors, profile
 
 
-def test_denoising_profile_equals_the_exact_score_profile_on_a_phantom_law():
-    # A prior with a known error: the exact-chart score plus a smooth random error of size
-    # 10 sigma^-1 (relative error about 0.6, the n / sigma^2 floor about 6% of the loss).
-    # Tweedie's identity with that floor must give the errors of the direct comparison with
-    # the exact score (same draws).
-    law = images.PhantomLaw(images.PhantomManifold(size=16))
+def test_denoising_profile_equals_the_exact_score_profile():
+    # A prior with a known error: the exact score of a von Mises law on the circle plus a
+    # rotational error of size 0.5 sigma^-1 (relative error 0.50). Tweedie's identity with the
+    # floor n / sigma^2 (n = 1; 80% of the loss here, so its form is what is tested) gives the
+    # errors of the direct comparison with the exact score on the same draws: measured 0.503
+    # vs 0.499, beta -1.0004 vs -0.9997 (the floor's leading-order form is off by O(sigma)).
+    law = manifolds.VonMises(manifolds.Circle(), kappa=2.0)
     exact = priors.exact(law)
-    field = errors.smooth_random_field(jax.random.key(3), (16, 16))
-    noisy = priors.with_error(exact, field, size=10.0, beta=-1.0)
-    sigmas = np.array([0.01, 0.02, 0.04])
+    noisy = priors.with_error(exact, errors.rotational(), size=0.5, beta=-1.0)
+    sigmas = np.array([0.005, 0.01, 0.02])
     key = jax.random.key(0)
-    direct = profile.score_error_profile(key, noisy, exact, law, sigmas, num_samples=32)
-    tweedie = profile.denoising_error_profile(key, noisy, law, sigmas, num_samples=32)
+    direct = profile.score_error_profile(key, noisy, exact, law, sigmas, num_samples=20000)
+    tweedie = profile.denoising_error_profile(key, noisy, law, sigmas, num_samples=20000)
     np.testing.assert_allclose(tweedie["rel_error"], direct["rel_error"], rtol=0.03)
-    assert abs(tweedie["beta"] - direct["beta"]) < 0.03
-    assert np.all(tweedie["floor_fraction"] < 0.1)
+    assert abs(tweedie["beta"] - direct["beta"]) < 0.01
+    np.testing.assert_allclose(tweedie["floor_fraction"], 0.8, atol=0.01)
 
 
 def test_local_ellipse_chart_distance_recovers_the_normal_part_of_the_noise():
