@@ -1,6 +1,7 @@
 """Training: reproducibility, resumption from atomic checkpoints, recipes, the CLI."""
 
 import argparse
+import functools
 import json
 import os
 
@@ -469,6 +470,8 @@ def test_ellipse_card_baseline_is_fresh_draws(monkeypatch):
         cards, "IMAGE_EVAL", dict(num_samples=4, num_levels=4, profile_samples=4, nn_baseline=5)
     )
     monkeypatch.setattr(cards, "LOCAL_CHART_CHAINS", 2)
+    short = functools.partial(profile.manifold_distance_check, num_steps=20)  # test budget
+    monkeypatch.setattr(profile, "manifold_distance_check", short)
     law = recipes.build_law(recipe)
     model = networks.build_network(recipes.net_config(recipe, law), 0)  # F = 0: untrained
     prior = networks.network_prior(nnx.split(model), law.event_shape, manifold=law.manifold)
@@ -492,6 +495,7 @@ def test_ellipse_card_baseline_is_fresh_draws(monkeypatch):
     np.testing.assert_allclose(prof["rel_error"], untrained["rel_error"], rtol=1e-12)
     distance = quality["manifold_distance"]
     assert distance["chains"] == 2 and "LocalEllipseChart" in distance["manifold"]
+    assert [r["steps"] for r in distance["runs"].values()] == [20] * 4
     text = cards._profile_method_text(prof, 4) + "\n".join(cards._distance_markdown(distance))
     assert "denoising_error_profile" in text and "LocalEllipseChart" in text
 
