@@ -68,6 +68,7 @@ def test_generic_spec_matches_its_exact_reference(tmp_path, capsys):
     assert outputs.read_manifest(out)["command"] == "check"
 
 
+@pytest.mark.slow
 def test_maxent_ladder_falls_towards_the_limit(tmp_path):
     result = check.check(_spec(tmp_path, "maxent"), progress=False, sigmas=[0.4, 0.2, 0.1])
     ladder = result["ladder"]

@@ -95,6 +95,7 @@ def test_numpyro_student_t_noise_model():
     _check_against_exact(lik, 0.0, margin=0.013, num_chains=4000)
 
 
+@pytest.mark.slow
 def test_mala_posterior_and_annealed_variant():
     lik = bip.likelihoods.gaussian(OBSERVE_X1, jnp.array([-0.5]), 0.3)
     law = bip.targets.stationary_angular_law(PRIOR, SIGMA, 1.0, lik.potential)

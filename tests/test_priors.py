@@ -138,6 +138,7 @@ def test_ellipse_score_matches_dense_quadrature(sigma):
         bip.manifolds.Uniform(bip.manifolds.Sphere(dim=4)),
     ],
 )
+@pytest.mark.slow
 def test_score_is_gradient_of_logdensity_batched_and_float32(data):
     prior = bip.priors.exact(data)
     d = data.event_shape[0]
@@ -151,6 +152,7 @@ def test_score_is_gradient_of_logdensity_batched_and_float32(data):
     np.testing.assert_allclose(score32, score, rtol=2e-4, atol=2e-4 * float(jnp.abs(score).max()))
 
 
+@pytest.mark.slow
 def test_tempered_and_error_transforms():
     data = bip.manifolds.VonMises(bip.manifolds.Circle(), 4.0, np.pi)
     prior = bip.priors.exact(data)

@@ -72,6 +72,7 @@ def test_finite_sigma_matches_planar_quadrature(circle_problem, key):
     _check_reference(ref, exact, limit)
 
 
+@pytest.mark.slow
 def test_generic_limit_matches_quadrature(circle_problem, key):
     law, lik = circle_problem
     ref = references.generic_limit(key, law, lik, **SETTINGS)

@@ -20,6 +20,7 @@ def _angles(x):
     return jnp.arctan2(x[..., 1], x[..., 0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ula", "mala"])
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_sampled_angle_law_matches_exact_finite_sigma_target(method, alpha):

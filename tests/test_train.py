@@ -455,6 +455,7 @@ def test_ellipses128_recipe(tmp_path):
     assert x.shape == (3, 16, 16) and float(x.min()) >= 0 and float(x.max()) > 0.1
 
 
+@pytest.mark.slow
 def test_ellipse_card_baseline_is_fresh_draws(monkeypatch):
     # a generative image law without a manifold: the card's nearest-neighbour baseline is fresh
     # draws of the law against the regenerated training draws (no fixed data set to leave out)

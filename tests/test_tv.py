@@ -145,6 +145,7 @@ def test_ct_matches_lbfgs_on_smoothed_tv_and_long_pdhg():
         assert float(x.min()) == 0.0  # non-negativity holds exactly (and is active)
 
 
+@pytest.mark.slow
 def test_batched_weights_float32_and_blur():
     n = 24
     op = operators.gaussian_blur((n, n), 1.5)
