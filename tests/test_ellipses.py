@@ -185,7 +185,8 @@ def test_multi_ellipse_bad_input():
 @pytest.mark.parametrize("source", ["ellipse-grid", "shepp-logan-family"])
 def test_exact_chart_sources_build_small(source):
     spec = problems.load("ct-ellipses-128-exact")
-    assert spec["prior"]["source"] == "exact" and spec["sampler"]["c"] <= 0.2
+    assert spec["prior"]["source"] == "exact" and spec["sampler"]["init"] == "baseline"
+    assert spec["sampler"]["c"] <= 0.5  # the spec's comment: ULA's variance bias under 7% here
     assert (spec["data"]["size"], spec["data"]["count"]) == (128, [4])
     # the same law at 24 px: its truth, manifold and exact prior
     spec["data"].update(size=24, source=source)
