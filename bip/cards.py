@@ -112,9 +112,9 @@ def _quantiles(values) -> dict[str, float]:
 
 NN_TRAINING_MAX = 200_000
 """At most this many training draws (the first, in training order) enter the nearest-neighbour
-check of a fresh-draw law: they are regenerated, which for ellipses128-unet's 480,000 draws at
-128x128 would cost more than the rest of its evaluation; every shipped card below it compares
-with all of its draws."""
+check of a fresh-draw law: they are regenerated, which past this many 128x128 draws would cost
+more than the rest of the evaluation; every shipped card is below it (ellipses128-unet: 192,000
+draws) and compares with all of its draws."""
 
 
 def _training_draws(recipe: Recipe, law) -> tuple[Any, int]:
@@ -159,7 +159,7 @@ def _evaluate_images(prior: ScorePrior, law, recipe: Recipe) -> dict[str, Any]:
             jax.random.fold_in(key, 1), prior, law, num_chains=LOCAL_CHART_CHAINS
         )
         quality["manifold_distance"]["manifold"] = (
-            "the images of the same ellipses near each start (`LocalEllipseChart.distance`, "
+            "images of the same ellipses near each start (`LocalEllipseChart.distance`, "
             "Gauss-Newton from the start's table: an upper bound on the distance to the law's "
             "support)"
         )

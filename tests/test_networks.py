@@ -280,7 +280,11 @@ def test_profile_helpers_and_checks(key):
 # --------------------------------------------------------------------------- the U-Net
 
 UCFG = dict(kind="unet", shape=(12, 10), channels=8, channel_mult=(1, 2), groups=4, patch=2)
-IMAGE_SHIPPED = {"phantom32-unet": (32, 32), "digits16-unet": (16, 16)}
+IMAGE_SHIPPED = {
+    "phantom32-unet": (32, 32),
+    "digits16-unet": (16, 16),
+    "ellipses128-unet": (128, 128),
+}
 
 
 def _random_unet(key, config=UCFG, scale=0.1):
