@@ -27,19 +27,27 @@ def test_ct_notebook(tmp_path, monkeypatch):
     assert post["psnr"] >= out["tv_psnr"] + 10.0, out
     assert post["diverged"] == 0, post
     # denoised draws: near-calibrated intervals (measured 0.857 at 90%, 0.46 at 50%, from 4 x 40
-    # correlated draws, R-hat 1.11); the raw draws' white noise (std sigma) over-covers (0.993)
-    assert 0.75 <= post["coverage"]["0.9"] <= 0.97, post
+    # correlated draws, R-hat 1.11); the raw draws' white noise (std sigma) over-covers (0.993).
+    # Over the notebook's seeds 0-5 the 90% coverage was 0.857, 0.754, 0.983, 0.969, 0.871,
+    # 0.997 (mean 0.905, sd 0.09): the bound is 3 sd below the mean
+    assert 0.63 <= post["coverage"]["0.9"] <= 1.0, post
     assert 0.3 <= post["coverage"]["0.5"] <= 0.7, post
     assert post["raw_coverage"]["0.9"] >= 0.97, post
     covered = [post["coverage"][level] for level in sorted(post["coverage"], key=float)]
     assert covered == sorted(covered), post
     assert post["rhat_median"] < 1.3, post  # not mixed to 1.05 in fast mode; a stuck chain fails
-    # rate separation: generic eps* flat, maximum-entropy ~ sigma^-1, far apart at sigma = 0.025
+    # rate separation: generic eps* flat, maximum-entropy ~ sigma^-1, far apart at sigma = 0.025.
+    # Fast mode's two sigmas and four sizes make the slopes noisy: over the notebook's seeds 0-5
+    # (key(seed) for truth, noise, validation, starts, chains and error field) the generic slope
+    # was 0.22, 0.37, 0.00, -0.03, 0.00, 0.19 (mean 0.13, sd 0.15), the maximum-entropy one
+    # -0.99, -0.57, -0.78, -0.92, -0.75, -0.88 (mean -0.82, sd 0.15), their difference
+    # -1.21 ... -0.75 (mean -0.94, sd 0.18), the ratio at sigma = 0.025 61, 79, 48, 77, 73, 57
+    # (mean 66, sd 12). Bounds at 3 sd of that spread; the ratio carries the separation.
     sweep = out["sweep"]
-    assert sweep["slope"]["0.0"] == pytest.approx(0.0, abs=0.35), sweep
-    assert sweep["slope"]["1.0"] == pytest.approx(-1.0, abs=0.35), sweep
-    assert sweep["slope"]["1.0"] <= sweep["slope"]["0.0"] - 0.7, sweep
-    assert sweep["ratio_0.025"] >= 10.0, sweep
+    assert sweep["slope"]["0.0"] == pytest.approx(0.13, abs=0.45), sweep
+    assert sweep["slope"]["1.0"] == pytest.approx(-0.82, abs=0.45), sweep
+    assert sweep["slope"]["1.0"] <= sweep["slope"]["0.0"] - 0.4, sweep
+    assert sweep["ratio_0.025"] >= 30.0, sweep
 
 
 def test_ct_notebook_is_stored_without_outputs():
