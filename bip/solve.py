@@ -94,7 +94,7 @@ def initial_positions(rng_key, problem: problems.Problem) -> jax.Array:
         return jnp.asarray(problem.law.sample(rng_key, (s.chains,)), problem.y.dtype)
     if s.init == "baseline" and problem.operator.linear:
         weight = problem.baseline.get("tikhonov", {}).get("weight", 1e-2)
-        return problems.tikhonov(problem.operator, problem.y, weight) + noise
+        return problems.tikhonov(problem.operator, problem.y, weight)[None] + noise
     return noise
 
 
