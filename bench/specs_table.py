@@ -1,6 +1,6 @@
 """Solve every shipped imaging spec and print the table the README quotes (float64).
 
-    python -m bench.specs_table                 # all shipped image specs (the 128x128 ones 4-15 min each)
+    python -m bench.specs_table                 # every shipped image spec (128 px: 4-15 min each)
     python -m bench.specs_table ct-phantom-16   # some of them
 
 Each spec runs through ``bip.solve.solve`` exactly as ``bip solve NAME`` does (no output
