@@ -244,6 +244,20 @@ def test_baseline_init_starts_chains_at_the_tikhonov_estimate():
     assert abs(np.mean(noise)) < 3 * 0.2 / np.sqrt(noise.size)
 
 
+def test_solve_says_when_it_builds_the_baselines(capsys):
+    # bip solve's status lines around the baselines' search (a minute at 128x128): before, and
+    # after with each baseline's PSNR as the report has it; nothing without progress
+    spec = problems.as_spec(PROBLEMS / "ct-phantom-8.toml")
+    problem = solve._build_with_status(spec, progress=True)
+    before, after = capsys.readouterr().err.splitlines()
+    assert before.startswith("bip solve ct-phantom-8: building the problem and the classical")
+    assert after.startswith("bip solve ct-phantom-8: baselines in ")
+    for kind, found in problem.baseline.items():
+        assert f"{kind} {found['psnr']:.1f} dB" in after
+    solve._build_with_status(spec, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.slow
 def test_learned_128_spec_short():
     """ct-ellipses-128 (ellipses128-unet, 30 views, 1% noise) with a shortened sampler (4
