@@ -226,14 +226,20 @@ def test_shipped_image_specs_beat_the_classical_baselines(name):
         assert report["denoised"]["distance_to_manifold_samples"] < 0.1 * report["truth_norm"]
 
 
-def test_baseline_init_starts_chains_at_the_tikhonov_estimate():
+@pytest.fixture(scope="module")
+def phantom8_baseline_start():
+    """ct-phantom-8 with ``init = "baseline"`` and 3 chains, built once (its baselines' search)."""
+    spec = problems.load(PROBLEMS / "ct-phantom-8.toml")
+    spec["sampler"].update(init="baseline", chains=3)
+    return problems.build(spec)
+
+
+def test_baseline_init_starts_chains_at_the_tikhonov_estimate(phantom8_baseline_start):
     # init = "baseline": each chain is the Tikhonov estimate (at the weight the baselines chose)
     # plus N(0, s^2 I) noise, s the first annealing level (0.2 for ct-phantom-8)
     import jax
 
-    spec = problems.load(PROBLEMS / "ct-phantom-8.toml")
-    spec["sampler"].update(init="baseline", chains=3)
-    problem = problems.build(spec)
+    problem = phantom8_baseline_start
     starts = np.asarray(solve.initial_positions(jax.random.key(0), problem))
     assert starts.shape == (3, 32, 32)
     weight = problem.baseline["tikhonov"]["weight"]
@@ -244,10 +250,11 @@ def test_baseline_init_starts_chains_at_the_tikhonov_estimate():
     assert abs(np.mean(noise)) < 3 * 0.2 / np.sqrt(noise.size)
 
 
-def test_solve_says_when_it_builds_the_baselines(capsys):
+def test_solve_says_when_it_builds_the_baselines(capsys, monkeypatch, phantom8_baseline_start):
     # bip solve's status lines around the baselines' search (a minute at 128x128): before, and
     # after with each baseline's PSNR as the report has it; nothing without progress
-    spec = problems.as_spec(PROBLEMS / "ct-phantom-8.toml")
+    monkeypatch.setattr(problems, "build", lambda spec: phantom8_baseline_start)
+    spec = phantom8_baseline_start.spec
     problem = solve._build_with_status(spec, progress=True)
     before, after = capsys.readouterr().err.splitlines()
     assert before.startswith("bip solve ct-phantom-8: building the problem and the classical")
