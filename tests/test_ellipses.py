@@ -182,16 +182,23 @@ def test_multi_ellipse_bad_input():
 # --------------------------------------------------------------------------- specs
 
 
-@pytest.mark.parametrize("source", ["ellipse-grid", "shepp-logan-family"])
-def test_exact_chart_sources_build_small(source):
-    spec = problems.load("ct-ellipses-128-exact")
+@pytest.mark.parametrize(
+    "name, source",
+    [("ct-ellipses-128-exact", "ellipse-grid"), ("ct-shepp-256", "shepp-logan-family")],
+)
+def test_exact_chart_sources_build_small(name, source):
+    """The shipped exact-chart CT specs as shipped (128 and 256 px: minutes per solve, see
+    bench.specs_table), then their law, manifold and exact prior rebuilt at 24 px."""
+    spec = problems.load(name)
     assert spec["prior"]["source"] == "exact" and spec["sampler"]["init"] == "baseline"
     assert spec["sampler"]["c"] <= 0.5  # the spec's comment: ULA's variance bias under 7% here
-    assert (spec["data"]["size"], spec["data"]["count"]) == (128, [4])
-    # the same law at 24 px: its truth, manifold and exact prior
-    spec["data"].update(size=24, source=source)
-    if source == "shepp-logan-family":  # one set of ellipses, its centre the truth
-        del spec["data"]["count"], spec["data"]["index"]
+    assert spec["data"]["source"] == source
+    if source == "ellipse-grid":
+        assert (spec["data"]["size"], spec["data"]["count"]) == (128, [4])
+        spec["data"].update(size=24, source=source)
+    else:  # one set of ellipses, its centre the truth
+        assert (spec["data"]["size"], spec["operator"]["views"]) == (256, 60)
+        spec["data"].update(size=24)
     truth, manifold, law = problems._truth_and_manifold(spec, jax.random.key(0))
     assert truth.shape == (24, 24) and manifold is law.manifold
     assert isinstance(manifold, ellipses.MultiEllipseManifold)

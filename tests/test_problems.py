@@ -142,9 +142,9 @@ PROBLEMS = Path(__file__).resolve().parent.parent / "problems"
 # truth, operator, noise and prior, fewer chains; its test asserts the same margins over the
 # best baseline), robustness-phantom is the zero-error cell of the imaging rate-separation
 # notebook (tests/test_notebook_imaging.py) and of tests/test_report.py. The exact-chart spec
-# at 128 px (ct-ellipses-128-exact) costs minutes per solve (0.7-1.4 CPU-s per score of 8
-# images, bench/bench_ellipses.py): tests/test_ellipses.py builds its law at 24 px and tests
-# the law and its score.
+# specs at 128 and 256 px (ct-ellipses-128-exact, ct-shepp-256) cost minutes per solve (0.7-1.4
+# CPU-s per score of 8 images at 128 px, bench/bench_ellipses.py): tests/test_ellipses.py loads
+# them as shipped and builds their laws at 24 px.
 SHORTER = {
     "ct-phantom-16.toml": dict(steps_per_level=20, steps=300, thin=15),
     "ct-phantom-8.toml": dict(steps_per_level=25, steps=150, thin=15),
@@ -158,6 +158,7 @@ COVERED_ELSEWHERE = {
     "ct-phantom-16-learned.toml",
     "robustness-phantom.toml",
     "ct-ellipses-128-exact.toml",
+    "ct-shepp-256.toml",  # about 35 minutes as shipped (60 views at 256 px)
     # the learned 128x128 specs: 5-15 minutes each as shipped (bench.specs_table solves them);
     # test_learned_128_spec_short below solves ct-ellipses-128 with a shortened sampler
     "ct-ellipses-128.toml",
